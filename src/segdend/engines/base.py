@@ -1,0 +1,120 @@
+"""The engine contract and the data that crosses it.
+
+An engine trains on a :class:`TrainBatch` (examples in the given order, with every random
+draw's key decided by the trainer) and tests a batch of images from a cleared state. It
+updates :class:`~segdend.network.Params` and its carried :class:`State` in place and returns
+per-example results. The reference engine is the specification in code; the fast engines
+must agree with it (``tests/engines``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from segdend.config import RunConfig
+from segdend.network import Params
+
+
+@dataclass
+class PhaseSummary:
+    """Window averages of one phase (MODEL.md 4), lists indexed by layer, bottom-up.
+
+    ``vbar[m]`` somatic voltage (hidden and output), ``sbar[m]`` filtered input from below,
+    ``phibar[m]`` rate; for hidden layers ``abar[m]`` apical voltage (per-neuron plateau
+    window), ``alpha[m] = sigmoid(abar[m])`` and ``sbar_fb[m]`` the feedback signal.
+    """
+
+    vbar: list[np.ndarray]
+    sbar: list[np.ndarray]
+    phibar: list[np.ndarray]
+    abar: list[np.ndarray]
+    alpha: list[np.ndarray]
+    sbar_fb: list[np.ndarray]
+    traces: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class State:
+    """What carries over from one training example to the next (MODEL.md 4).
+
+    Arrays by layer including the input layer at index 0: ``v`` somatic voltages (index 0
+    unused), ``history`` spike counts of the last ``taps`` steps (newest first) for the
+    truncated kernel, ``trace_L``/``trace_s`` for the exact kernel, ``s`` the current filtered
+    trains, ``phi`` the current rates. Rate mode carries nothing between examples.
+    """
+
+    arrays: dict[str, np.ndarray]
+
+    def copy(self) -> State:
+        return State({k: v.copy() for k, v in self.arrays.items()})
+
+
+def cleared_state(sizes: tuple[int, ...], taps: int) -> State:
+    """All voltages zero, empty spike histories, no activity (MODEL.md 4 and 9)."""
+    arrays: dict[str, np.ndarray] = {}
+    for l, n in enumerate(sizes):
+        arrays[f"v{l}"] = np.zeros(n)
+        arrays[f"history{l}"] = np.zeros((taps, n))
+        arrays[f"trace_L{l}"] = np.zeros(n)
+        arrays[f"trace_s{l}"] = np.zeros(n)
+        arrays[f"s{l}"] = np.zeros(n)
+        arrays[f"phi{l}"] = np.zeros(n)
+    return State(arrays)
+
+
+@dataclass
+class TrainBatch:
+    """Examples to learn in order, with every random choice already made by the trainer.
+
+    ``pixels`` (n, n_inputs) in [0, 1]; ``labels`` (n,); ``lengths`` (n, 2) forward/target
+    phase lengths in steps; ``keys`` (n,) uint64 stream keys of each example's spikes (also
+    used, with other purposes folded in, for plateau delays and feedback noise).
+    """
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    lengths: np.ndarray
+    keys: np.ndarray
+    plateau_keys: np.ndarray
+    noise_keys: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    """Per-example outcomes of a :class:`TrainBatch`.
+
+    ``loss_out`` (n,), ``loss_hidden`` (n, M-1), ``correct`` (n,) whether the forward phase's
+    average output voltage picked the label, ``records`` optional analysis recordings.
+    """
+
+    loss_out: np.ndarray
+    loss_hidden: np.ndarray
+    correct: np.ndarray
+    records: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class TestResult:
+    """``predictions`` (n,) and, when asked, ``hidden_rates`` per hidden layer (n, n_m)."""
+
+    predictions: np.ndarray
+    hidden_rates: list[np.ndarray] = field(default_factory=list)
+    output_voltage: np.ndarray | None = None
+
+
+class Engine(Protocol):
+    """What every simulation engine provides."""
+
+    name: str
+
+    def new_state(self) -> State: ...
+
+    def train(self, params: Params, state: State, batch: TrainBatch,
+              record: tuple[str, ...] = ()) -> TrainResult: ...
+
+    def test(self, params: Params, pixels: np.ndarray, keys: np.ndarray,
+             hidden: bool = False) -> TestResult: ...
+
