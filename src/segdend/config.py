@@ -252,9 +252,24 @@ def _format_validation_error(err: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         return f"unknown config key `{loc}`; see `segdend presets --show NAME` for the valid keys"
     if isinstance(got, dict):
+        # Cross-field checks name their field first: fold it into the location.
+        word, _, rest = msg.partition(" ")
+        if word.split("[")[0] in got or word.split("[")[0] in _all_fields():
+            return f"`{loc + '.' if loc else ''}{word}` {rest}"
         return f"config: {msg}" if not loc else f"`{loc}`: {msg}"
+    if msg.startswith("["):
+        index, _, msg = msg.partition(" ")
+        loc += index
     where = f"`{loc}` " if loc else "config: "
     return f"{where}{msg}; got {got!r}" if "got" not in msg else f"{where}{msg}"
+
+
+def _all_fields() -> set[str]:
+    out: set[str] = set()
+    for f in RunConfig.model_fields.values():
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            out.update(f.annotation.model_fields)
+    return out
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:

@@ -85,3 +85,11 @@ def layer_normals(key: np.uint64, phase: int, layer: int, n: int) -> np.ndarray:
     """``n`` standard normals for one layer, e.g. per-neuron plateau delays of a phase."""
     return normal_from_uniforms(layer_uniforms(key, phase, 0, layer, n),
                                 layer_uniforms(key, phase, 1, layer, n))
+
+
+def derive_keys(base: np.uint64, positions: np.ndarray) -> np.ndarray:
+    """Vectorised ``derive_key(..., p)`` for every p in ``positions`` under the key ``base``
+    (``derive_keys(derive_key(seed, *path), [p])[0] == derive_key(seed, *path, p)``)."""
+    with np.errstate(over="ignore"):
+        p = np.asarray(positions, dtype=np.uint64)
+        return mix64(np.uint64(base) ^ (p * np.uint64(0xD1B54A32D192ED03) + np.uint64(1)))

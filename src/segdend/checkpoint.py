@@ -1,0 +1,141 @@
+"""Checkpoints and other run files, written atomically.
+
+A checkpoint is ONE safetensors file: the arrays (weights, feedback, carried neuron state,
+the current epoch's per-example losses) plus JSON metadata in the safetensors header (format
+version, package version, config fingerprint, position in the run, metrics so far). One file
+means the arrays and their metadata can never disagree. Every file is written to a temporary
+name in the same directory, fsynced, then renamed over the old one, so a crash at any point
+leaves the previous version valid. Nothing here uses pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save
+
+from segdend.errors import SegdendError
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, _before_rename: Callable[[], None] | None = None
+                       ) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename).
+
+    ``_before_rename`` is a test hook called between the fsync and the rename (to simulate a
+    crash there). A full disk is reported as a SegdendError and leaves ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if _before_rename is not None:
+            _before_rename()
+        os.replace(tmp, path)
+    except OSError as err:
+        _remove_quietly(tmp)
+        if err.errno == 28:  # ENOSPC
+            raise SegdendError(
+                f"no space left on the device while writing {path}; free some space and resume "
+                "(the previous file is intact)"
+            ) from None
+        raise SegdendError(f"cannot write {path}: {err.strerror or err}") from None
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def config_fingerprint(config_json: str) -> str:
+    """A short hash of the parts of a config that determine a run's trajectory."""
+    data = json.loads(config_json)
+    for volatile in ("output", "data", "description", "name"):
+        data.pop(volatile, None)
+    data.get("training", {}).pop("epochs", None)  # a run may be extended
+    for key in ("test_every", "test_repeats", "quick_test_every", "quick_test_examples",
+                "checkpoint_every", "engine", "threads", "test_examples"):
+        data.get("training", {}).pop(key, None)
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                    **kwargs: Any) -> None:
+    """Write a checkpoint atomically (see module docstring)."""
+    from segdend import __version__
+
+    header = {"format_version": FORMAT_VERSION, "segdend_version": __version__, **meta}
+    tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    blob = save(tensors, metadata={"segdend": json.dumps(header)})
+    atomic_write_bytes(path, blob, **kwargs)
+
+
+def load_checkpoint(path: Path, *, fingerprint: str | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a checkpoint, refusing corrupted files and incompatible versions or configs."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegdendError(f"checkpoint {path} does not exist")
+    try:
+        arrays = load_file(str(path))
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        meta = json.loads(header["__metadata__"]["segdend"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
+        raise SegdendError(
+            f"checkpoint {path} is corrupted or not a segdend checkpoint ({type(err).__name__}); "
+            "resume from an earlier checkpoint or start the run again"
+        ) from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise SegdendError(
+            f"checkpoint {path} has format version {meta.get('format_version')} but this segdend "
+            f"reads version {FORMAT_VERSION}; use the segdend version that wrote it"
+        )
+    if fingerprint is not None and meta.get("config_fingerprint") != fingerprint:
+        raise SegdendError(
+            f"checkpoint {path} was written for a different config (fingerprint "
+            f"{meta.get('config_fingerprint')}, this run {fingerprint}); resume with the run's "
+            "own config.json or start a new run"
+        )
+    for name, a in arrays.items():
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise SegdendError(f"checkpoint {path} holds non-finite values in {name}; it is unusable")
+    return arrays, meta
