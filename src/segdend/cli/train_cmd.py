@@ -1,0 +1,123 @@
+"""``segdend train``, ``segdend evaluate`` and ``segdend presets``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from segdend.cli.app import app, report_errors, say
+from segdend.errors import SegdendError
+
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override any config field: section.key=value (TOML value), repeatable.")]
+
+
+@app.command()
+@report_errors
+def train(
+    preset: Annotated[Optional[str], typer.Option(help="Preset name (see `segdend presets`).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="A TOML config file (applied after the preset).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="spiking or rate.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs.")] = None,
+    train_examples: Annotated[Optional[int], typer.Option(help="Use only the first N training images.")] = None,
+    test_examples: Annotated[Optional[int], typer.Option(help="Test on the first N test images.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Directory with the four MNIST IDX files.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="auto, numba, torch or reference.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+    set_: SetOpt = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a network online on MNIST (default: paper-h1, spiking), testing every epoch."""
+    from segdend.presets import DEFAULT_PRESET, build_config
+    from segdend.train import TrainingInterrupted, run_config
+
+    shortcuts = {"model.mode": mode, "training.epochs": epochs,
+                 "training.train_examples": train_examples,
+                 "training.test_examples": test_examples, "training.seed": seed,
+                 "data.data_dir": str(data_dir) if data_dir else None,
+                 "output.out": str(out) if out else None, "training.engine": engine,
+                 "training.device": device, "output.overwrite": overwrite or None}
+    if resume is not None:
+        if preset or config or mode or seed is not None or train_examples or set_:
+            raise SegdendError("--resume continues a run with its own config.json; only --epochs, "
+                               "--data-dir, --engine, --device and --test-examples may be given")
+        from segdend.config import apply_overrides, config_from_dict
+        from segdend.rundir import load_run_config
+
+        saved = load_run_config(resume).model_dump(mode="json")
+        shortcuts.update({"output.out": str(resume), "output.overwrite": None})
+        data = apply_overrides(saved, [f"{k}={json.dumps(v)}" for k, v in shortcuts.items()
+                                       if v is not None])
+        cfg = config_from_dict(data)
+    else:
+        cfg = build_config(preset or DEFAULT_PRESET, config_file=config, overrides=set_ or [],
+                           **shortcuts)
+    try:
+        result = run_config(cfg, resume=resume is not None, progress=progress and sys.stderr.isatty(),
+                            log=say)
+    except TrainingInterrupted as stop:
+        say(f"stopped: checkpoint written; continue with `segdend train --resume {stop.args[0]}`")
+        raise typer.Exit(130) from None
+    last = result.metrics[-1] if result.metrics else {}
+    say(f"done: {result.run_dir} (final test error {last.get('test_error', '?')}%)")
+
+
+@app.command()
+@report_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    checkpoint: Annotated[Optional[str], typer.Option(
+        help="'latest' (default), an epoch number, or a checkpoint file.")] = None,
+    repeats: Annotated[int, typer.Option(help="Repeated stochastic tests (spiking mode).")] = 1,
+    test_examples: Annotated[Optional[int], typer.Option(help="Test on the first N images.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Directory with the MNIST IDX files.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="auto, numba, torch or reference.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Test error of a trained run: mean and spread over repeated tests."""
+    from segdend.evaluate import evaluate_run
+
+    if repeats < 1:
+        raise SegdendError(f"--repeats must be >= 1; got {repeats}")
+    res = evaluate_run(run_dir, checkpoint=checkpoint, repeats=repeats,
+                       test_examples=test_examples,
+                       data_dir=str(data_dir) if data_dir else None, engine=engine)
+    if as_json:
+        print(json.dumps(res))
+        return
+    say(f"{run_dir}: test error {res['test_error_mean']:.2f}% "
+        f"(sd {res['test_error_sd']:.2f}, min {res['test_error_min']:.2f}, "
+        f"max {res['test_error_max']:.2f}) over {repeats} test(s) of {res['test_images']} images, "
+        f"checkpoint {res['checkpoint']}")
+
+
+@app.command()
+@report_errors
+def presets(
+    show: Annotated[Optional[str], typer.Option(help="Print one preset's full resolved config.")] = None,
+) -> None:
+    """List the named presets with one-line descriptions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from segdend.presets import build_config, list_presets
+
+    if show:
+        import tomli_w
+
+        print(tomli_w.dumps(build_config(show).model_dump(mode="json", exclude_none=True)))
+        return
+    table = Table("preset", "description", box=None)
+    for name, desc in list_presets().items():
+        table.add_row(name, desc)
+    Console().print(table)
+    _ = np  # keep numpy import light for other commands
