@@ -275,12 +275,11 @@ class Trainer:
                 stop = min(stop, stop_after - self.epoch * self.n_train)
             positions = np.arange(self.position, stop)
             result = self._train_chunk(order, lengths, positions)
-            self.partial = {
-                "loss_out": np.concatenate([self.partial["loss_out"], result.loss_out]),
-                "loss_hidden": np.concatenate([self.partial["loss_hidden"], result.loss_hidden]),
-                "correct": np.concatenate([self.partial["correct"],
-                                           result.correct.astype(np.uint8)]),
-            }
+            new = {"loss_out": result.loss_out, "loss_hidden": result.loss_hidden,
+                   "correct": result.correct.astype(np.uint8),
+                   **{f"record.{k}": v for k, v in result.records.items()}}
+            self.partial = {k: np.concatenate([self.partial[k], v]) if k in self.partial else v
+                            for k, v in new.items()}
             self.position = stop
             now = time.perf_counter()
             self.epoch_seconds += now - t0
@@ -380,7 +379,13 @@ class Trainer:
             from safetensors.numpy import save
 
             from segdend.checkpoint import atomic_write_bytes
-            losses = {**self.partial, "order": order.astype(np.int64)}
+            losses = {k: v for k, v in self.partial.items() if not k.startswith("record.")}
+            losses["order"] = order.astype(np.int64)
+            records = {k[7:]: v for k, v in self.partial.items() if k.startswith("record.")}
+            if records:
+                atomic_write_bytes(
+                    self.run_dir / "records" / f"epoch_{self.epoch + 1:03d}.safetensors",
+                    save({k: np.ascontiguousarray(v) for k, v in records.items()}))
             atomic_write_bytes(self.run_dir / "losses" / f"epoch_{self.epoch + 1:03d}.safetensors",
                                save({k: np.ascontiguousarray(v) for k, v in losses.items()}))
         self.log("epoch {epoch}: test error {test}, train error {train:.2f}%, {secs:.1f} s".format(

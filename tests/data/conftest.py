@@ -23,6 +23,25 @@ N_FAKE_TEST = 4
 FakeArrays = dict[str, np.ndarray]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect this directory's network tests unless the marker expression names them.
+
+    The project's default ``-m 'not slow and not gpu'`` says nothing about the network, and
+    these tests must not reach for the package index in an ordinary (or offline CI) run.
+    """
+    if "network" in (config.option.markexpr or ""):
+        return
+    here = Path(__file__).parent
+    deselected = [
+        item
+        for item in items
+        if item.get_closest_marker("network") is not None and here in item.path.parents
+    ]
+    if deselected:
+        items[:] = [item for item in items if item not in deselected]
+        config.hook.pytest_deselected(items=deselected)
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path

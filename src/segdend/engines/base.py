@@ -87,7 +87,9 @@ class TrainResult:
     """Per-example outcomes of a :class:`TrainBatch`.
 
     ``loss_out`` (n,), ``loss_hidden`` (n, M-1), ``correct`` (n,) whether the forward phase's
-    average output voltage picked the label, ``records`` optional analysis recordings.
+    average output voltage picked the label, ``records`` optional analysis recordings, by the
+    names asked for in ``record``: ``bp_angle`` (n, M-1) degrees between the local and the
+    backprop hidden error; ``ubar_f`` (n, n_out) forward-phase average output voltage.
     """
 
     loss_out: np.ndarray

@@ -231,6 +231,8 @@ class ReferenceEngine:
         out = TrainResult(np.zeros(n), np.zeros((n, n_hidden)), np.zeros(n, dtype=bool))
         if "bp_angle" in record:
             out.records["bp_angle"] = np.zeros((n, n_hidden))
+        if "ubar_f" in record:
+            out.records["ubar_f"] = np.zeros((n, self.model.layers[-1]))
         for i in range(n):
             fwd, tgt, errors, errors_bp = self.learn(
                 params, state, batch.pixels[i], int(batch.labels[i]), tuple(batch.lengths[i]),
@@ -242,6 +244,8 @@ class ReferenceEngine:
                 if "bp_angle" in record:
                     out.records["bp_angle"][i, m] = _angle(errors[m], errors_bp[m])
             out.correct[i] = int(np.argmax(fwd.vbar[-1])) == int(batch.labels[i])
+            if "ubar_f" in record:
+                out.records["ubar_f"][i] = fwd.vbar[-1]
         return out
 
     def test_image(self, params: Params, pixels: np.ndarray, key: np.uint64,
