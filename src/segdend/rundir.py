@@ -83,11 +83,15 @@ def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
 def write_run_info(run_dir: Path, config: RunConfig, engine: str, status: str,
                    extra: dict[str, Any] | None = None) -> None:
     """Write config.json and run.json (the run's record of itself)."""
-    import numba
-    import numpy
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
     from segdend import __version__
+
+    def v(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "not installed"
 
     run_dir = Path(run_dir)
     atomic_write_text(run_dir / "config.json", config.to_json() + "\n")
@@ -103,9 +107,9 @@ def write_run_info(run_dir: Path, config: RunConfig, engine: str, status: str,
         "started": old.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "torch": torch.__version__,
-        "numba": numba.__version__,
+        "numpy": v("numpy"),
+        "torch": v("torch"),
+        "numba": v("numba"),
         "host": platform.node(),
         **(extra or {}),
     }

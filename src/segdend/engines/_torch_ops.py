@@ -1,0 +1,198 @@
+"""Torch twins of the few equations of :mod:`segdend.dynamics` and :mod:`segdend.plasticity`
+that cannot take torch tensors as they are, plus the time-batched building blocks.
+
+The purely arithmetic equations (soma steps, teaching current, rate-mode somata, the exact
+filter step) are called from :mod:`segdend.dynamics` directly by the torch engine; the ones
+here call NumPy functions (``np.exp``) and are restated on torch with the same formula and
+the same order of operations. ``tests/engines/test_torch_engine.py`` checks every twin
+against its NumPy original. Sigmoids use ``torch.sigmoid``, which computes the same
+``1 / (1 + exp(-x))`` as :func:`segdend.dynamics.sigmoid` to within an ulp or two.
+
+All error/loss twins take a leading member dimension: vectors are (S, n), matrices (S, n, m).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+# ---------------------------------------------------------------------------------------------
+# dynamics.py twins
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """:func:`segdend.dynamics.sigmoid`."""
+    return torch.sigmoid(x)
+
+
+def sigmoid_prime(x: torch.Tensor) -> torch.Tensor:
+    """:func:`segdend.dynamics.sigmoid_prime`: ``s (1 - s)``."""
+    s = torch.sigmoid(x)
+    return s * (1.0 - s)
+
+
+def rate(v: torch.Tensor, phi_max: float) -> torch.Tensor:
+    """:func:`segdend.dynamics.rate`: ``phi_max * sigmoid(V)`` (MODEL.md 3)."""
+    return phi_max * torch.sigmoid(v)
+
+
+def poisson_from_uniform(rate: torch.Tensor, u: torch.Tensor, unchecked: int = 3
+                         ) -> torch.Tensor:
+    """:func:`segdend.dynamics.poisson_from_uniform`, bit for bit, with broadcasting.
+
+    The NumPy original accumulates ``p_k`` and the CDF only where the search continues; the
+    terms it adds are, for the still-searching entries, ``p_k = p_{k-1} * rate / k`` and
+    ``cdf_k = cdf_{k-1} + p_k`` (the same floating-point operations in the same order). As the
+    CDF never decreases and ``p_k > 0`` implies ``p_{k-1} > 0``, "continue at level k" is
+    equivalent to ``u >= cdf_k and p_k > 0`` evaluated with the unmasked terms, so the count
+    is the number of levels that pass; the loop stops at the first level no entry passes.
+    The first ``unchecked`` levels are added without asking whether any entry passes (a
+    device synchronisation), which changes nothing. ``rate`` may be smaller than ``u`` and
+    broadcast (e.g. constant input rates over a phase's steps): the per-level terms are then
+    computed once per rate.
+    """
+    p = torch.exp(-rate)
+    cdf = p
+    count = (u >= cdf).to(rate.dtype)
+    k = 1
+    while True:
+        p = p * rate / float(k)
+        cdf = cdf + p
+        more = (u >= cdf) & (p > 0)
+        if k > unchecked and not bool(more.any()):
+            return count
+        count += more
+        k += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# plasticity.py twins (batched over members)
+
+
+def output_error(phibar_t, ubar_f, phi_max: float, k_D: float):
+    """:func:`segdend.plasticity.output_error`."""
+    return -(phibar_t - phi_max * sigmoid(ubar_f)) * k_D * phi_max * sigmoid_prime(ubar_f)
+
+
+def hidden_error_local(alpha_t, alpha_f, vbar_f, phi_max: float, k_B: float):
+    """:func:`segdend.plasticity.hidden_error_local`."""
+    return -(alpha_t - alpha_f) * k_B * phi_max * sigmoid_prime(vbar_f)
+
+
+def hidden_error_propagated(B, e_above, vbar_f, phi_max: float, k_B: float):
+    """:func:`segdend.plasticity.hidden_error_propagated`; ``B`` (S, n, m), ``e_above`` (S, m)."""
+    return (B @ e_above.unsqueeze(-1)).squeeze(-1) * k_B * phi_max * sigmoid_prime(vbar_f)
+
+
+def feedback_error(vbar_f, alpha_f, abar_f, phi_max: float):
+    """:func:`segdend.plasticity.feedback_error`."""
+    return -(phi_max * sigmoid(vbar_f) - alpha_f) * sigmoid_prime(abar_f)
+
+
+def outer(e: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Per-member ``np.outer``: (S, n), (S, m) -> (S, n, m)."""
+    return e.unsqueeze(-1) * s.unsqueeze(-2)
+
+
+def apply_update(W, b, E, sbar_f, scale: torch.Tensor) -> None:
+    """:func:`segdend.plasticity.apply_update` in place, ``scale = eta * P`` per member (S,)."""
+    W -= scale[:, None, None] * outer(E, sbar_f)
+    b -= scale[:, None] * E
+
+
+def output_loss(phibar_t, ubar_f, phi_max: float):
+    """:func:`segdend.plasticity.output_loss` per member: (S,)."""
+    d = phibar_t - phi_max * sigmoid(ubar_f)
+    return (d * d).sum(-1)
+
+
+def hidden_loss(alpha_t, alpha_f):
+    """:func:`segdend.plasticity.hidden_loss` per member: (S,)."""
+    d = alpha_t - alpha_f
+    return (d * d).sum(-1)
+
+
+def angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``reference._angle`` per member: degrees between (S, n) vectors, NaN if one is zero."""
+    denom = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
+    cos = torch.clamp((a * b).sum(-1) / denom, -1.0, 1.0)
+    out = torch.rad2deg(torch.arccos(cos))
+    return torch.where(denom == 0, torch.full_like(out, float("nan")), out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Time-batched building blocks
+
+
+class LinearScan:
+    """``v(t) = a v(t-1) + drive(t)`` along dim 1 of (S, T, ...) tensors, ``v(-1) = v0``.
+
+    Computed in blocks of ``block`` steps: inside a block ``v = L @ drive + a^(i+1) v_prev``
+    with the lower-triangular Toeplitz matrix ``L[i, j] = a^(i-j)`` (one matrix product for
+    all units), then the block's last value carries to the next block. ``a`` is a Python
+    float (one matrix product per block) or a tensor broadcastable to (S, 1, ...) (per-unit
+    decay, e.g. the output soma with a teaching current; elementwise Toeplitz sums).
+    Powers are built by repeated multiplication, as the step-by-step recurrence does.
+    """
+
+    def __init__(self, block: int = 64):
+        self.block = block
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _scalar_tables(self, a: float, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (a, dtype, str(device))
+        if key not in self._cache:
+            n = self.block
+            pw = torch.cumprod(torch.full((n + 1,), a, dtype=torch.float64), 0) / a \
+                if a != 0 else torch.cat([torch.ones(1, dtype=torch.float64),
+                                          torch.zeros(n, dtype=torch.float64)])
+            pw[0] = 1.0
+            i = torch.arange(n)[:, None]
+            j = torch.arange(n)[None, :]
+            L = torch.where(i >= j, pw[(i - j).clamp(min=0)], torch.zeros((), dtype=torch.float64))
+            self._cache[key] = (L.to(device=device, dtype=dtype),
+                                pw[1:].to(device=device, dtype=dtype))
+        return self._cache[key]
+
+    def __call__(self, a, drive: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+        S, T = drive.shape[:2]
+        rest = drive.shape[2:]
+        out = torch.empty_like(drive)
+        prev = v0.expand(S, *rest)
+        if isinstance(a, float):
+            L, pw1 = self._scalar_tables(a, drive.dtype, drive.device)
+            for start in range(0, T, self.block):
+                tb = min(self.block, T - start)
+                d = drive[:, start:start + tb].reshape(S, tb, -1)
+                y = torch.matmul(L[:tb, :tb], d)
+                y += pw1[:tb, None] * prev.reshape(S, 1, -1)
+                out[:, start:start + tb] = y.view(S, tb, *rest)
+                prev = out[:, start + tb - 1]
+            return out
+        a = a.expand(S, 1, *rest)
+        n = min(self.block, T)
+        pw = torch.cat([torch.ones_like(a), torch.cumprod(a.expand(S, n, *rest), 1)], 1)
+        i = torch.arange(n, device=drive.device)[:, None]
+        j = torch.arange(n, device=drive.device)[None, :]
+        tri = (i >= j).to(drive.dtype).view(1, n, n, *([1] * len(rest)))
+        L = pw[:, (i - j).clamp(min=0)] * tri  # (S, n, n, *rest)
+        for start in range(0, T, self.block):
+            tb = min(self.block, T - start)
+            y = (L[:, :tb, :tb] * drive[:, None, start:start + tb]).sum(2)
+            y += pw[:, 1:tb + 1] * prev.unsqueeze(1)
+            out[:, start:start + tb] = y
+            prev = out[:, start + tb - 1]
+        return out
+
+
+def truncated_filter(kappa: list[float], ext: torch.Tensor, steps: int) -> torch.Tensor:
+    """Filtered trains ``s(t) = sum_k kappa[k] S(t-k)`` for t = 0..steps-1 (MODEL.md 2).
+
+    ``ext`` (S, taps + steps, ...) holds the carried history, oldest first, then the
+    phase's spike counts: ``ext[:, taps + t] = S(t)``.
+    """
+    taps = len(kappa)
+    s = ext[:, taps:taps + steps] * kappa[0]
+    for k in range(1, taps):
+        s.add_(ext[:, taps - k:taps - k + steps], alpha=kappa[k])
+    return s
