@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_config, tiny_dataset
+from _helpers import tiny_config, tiny_dataset
 
 from segdend import Network
 from segdend.checkpoint import load_checkpoint

@@ -15,7 +15,6 @@ import numpy as np
 
 from segdend.config import ModelConfig, PhaseConfig
 
-
 # ---------------------------------------------------------------------------------------------
 # Derived constants
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from _helpers import tiny_config
 
 from segdend import plasticity, rng
 from segdend.engines.reference import ReferenceEngine

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -13,26 +13,26 @@ import typer
 from segdend.cli.app import app, report_errors, say
 from segdend.errors import SegdendError
 
-SetOpt = Annotated[Optional[list[str]], typer.Option(
+SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override any config field: section.key=value (TOML value), repeatable.")]
 
 
 @app.command()
 @report_errors
 def train(
-    preset: Annotated[Optional[str], typer.Option(help="Preset name (see `segdend presets`).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="A TOML config file (applied after the preset).")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="spiking or rate.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs.")] = None,
-    train_examples: Annotated[Optional[int], typer.Option(help="Use only the first N training images.")] = None,
-    test_examples: Annotated[Optional[int], typer.Option(help="Test on the first N test images.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Run seed.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Directory with the four MNIST IDX files.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory.")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="auto, numba, torch or reference.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Preset name (see `segdend presets`).")] = None,
+    config: Annotated[Path | None, typer.Option(help="A TOML config file (applied after the preset).")] = None,
+    mode: Annotated[str | None, typer.Option(help="spiking or rate.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+    train_examples: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
+    test_examples: Annotated[int | None, typer.Option(help="Test on the first N test images.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Directory with the four MNIST IDX files.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory.")] = None,
+    engine: Annotated[str | None, typer.Option(help="auto, numba, torch or reference.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
     set_: SetOpt = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -75,12 +75,12 @@ def train(
 @report_errors
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    checkpoint: Annotated[Optional[str], typer.Option(
+    checkpoint: Annotated[str | None, typer.Option(
         help="'latest' (default), an epoch number, or a checkpoint file.")] = None,
     repeats: Annotated[int, typer.Option(help="Repeated stochastic tests (spiking mode).")] = 1,
-    test_examples: Annotated[Optional[int], typer.Option(help="Test on the first N images.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Directory with the MNIST IDX files.")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="auto, numba, torch or reference.")] = None,
+    test_examples: Annotated[int | None, typer.Option(help="Test on the first N images.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Directory with the MNIST IDX files.")] = None,
+    engine: Annotated[str | None, typer.Option(help="auto, numba, torch or reference.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Test error of a trained run: mean and spread over repeated tests."""
@@ -103,7 +103,7 @@ def evaluate(
 @app.command()
 @report_errors
 def presets(
-    show: Annotated[Optional[str], typer.Option(help="Print one preset's full resolved config.")] = None,
+    show: Annotated[str | None, typer.Option(help="Print one preset's full resolved config.")] = None,
 ) -> None:
     """List the named presets with one-line descriptions."""
     from rich.console import Console

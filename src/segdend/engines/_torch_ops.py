@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 
-
 # ---------------------------------------------------------------------------------------------
 # dynamics.py twins
 
@@ -143,10 +142,8 @@ class LinearScan:
         key = (a, dtype, str(device))
         if key not in self._cache:
             n = self.block
-            pw = torch.cumprod(torch.full((n + 1,), a, dtype=torch.float64), 0) / a \
-                if a != 0 else torch.cat([torch.ones(1, dtype=torch.float64),
-                                          torch.zeros(n, dtype=torch.float64)])
-            pw[0] = 1.0
+            pw = torch.cat([torch.ones(1, dtype=torch.float64),
+                            torch.cumprod(torch.full((n,), a, dtype=torch.float64), 0)])
             i = torch.arange(n)[:, None]
             j = torch.arange(n)[None, :]
             L = torch.where(i >= j, pw[(i - j).clamp(min=0)], torch.zeros((), dtype=torch.float64))

@@ -14,7 +14,6 @@ from typing import Protocol
 
 import numpy as np
 
-from segdend.config import RunConfig
 from segdend.network import Params
 
 
