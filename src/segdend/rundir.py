@@ -57,6 +57,8 @@ def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     without ``overwrite``, and never deletes a directory that is not a segdend run."""
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
+    if info is None and (run_dir / "config.json").is_file():
+        info = {"status": "starting"}  # killed between writing config.json and run.json
     if resume:
         if info is None:
             raise SegdendError(f"{run_dir} holds no segdend run to resume; drop --resume to start one")

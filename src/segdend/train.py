@@ -466,7 +466,11 @@ def run_config(config: RunConfig, *, resume: bool = False, progress: bool = Fals
                 f"{run_dir} was started with a different config; resume it with "
                 f"`segdend train --resume {run_dir}` and no other model/training options"
             )
+    from segdend.engines.registry import resolve_engine_name
+
     emit = log or (lambda s: None)
+    if not resume:  # mark the directory as a run before the slow start-up (data, compilation)
+        write_run_info(run_dir, config, resolve_engine_name(config), "starting")
     if data is None:
         data = load_dataset(config, log=emit)
     trainer = Trainer(config, data, run_dir, log=emit, progress=progress)

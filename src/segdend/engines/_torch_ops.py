@@ -35,33 +35,41 @@ def rate(v: torch.Tensor, phi_max: float) -> torch.Tensor:
     return phi_max * torch.sigmoid(v)
 
 
-def poisson_from_uniform(rate: torch.Tensor, u: torch.Tensor, unchecked: int = 3
-                         ) -> torch.Tensor:
+def poisson_from_uniform(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """:func:`segdend.dynamics.poisson_from_uniform`, bit for bit, with broadcasting.
 
-    The NumPy original accumulates ``p_k`` and the CDF only where the search continues; the
-    terms it adds are, for the still-searching entries, ``p_k = p_{k-1} * rate / k`` and
-    ``cdf_k = cdf_{k-1} + p_k`` (the same floating-point operations in the same order). As the
-    CDF never decreases and ``p_k > 0`` implies ``p_{k-1} > 0``, "continue at level k" is
-    equivalent to ``u >= cdf_k and p_k > 0`` evaluated with the unmasked terms, so the count
-    is the number of levels that pass; the loop stops at the first level no entry passes.
-    The first ``unchecked`` levels are added without asking whether any entry passes (a
-    device synchronisation), which changes nothing. ``rate`` may be smaller than ``u`` and
-    broadcast (e.g. constant input rates over a phase's steps): the per-level terms are then
-    computed once per rate.
+    The NumPy original accumulates ``p_k`` and the CDF only where the search continues; for
+    those entries the terms are ``p_k = p_{k-1} * rate / k`` and ``cdf_k = cdf_{k-1} + p_k``
+    (the same floating-point operations in the same order), and the count is the number of
+    levels passed. Here level 0 (``u >= exp(-rate)``, i.e. at least one spike) is decided for
+    every entry, and the search goes on only over the few entries that passed it, gathered
+    once (rates are at most phi_max, so most counts are 0). ``rate`` may be smaller than
+    ``u`` and broadcast (e.g. constant input rates over a phase's steps).
     """
-    p = torch.exp(-rate)
+    p0 = torch.exp(-rate)
+    active = u >= p0
+    count = active.to(rate.dtype)
+    where = torch.nonzero(active, as_tuple=True)
+    if where[0].numel() == 0:
+        return count
+    shape = active.shape
+    r = rate.expand(shape)[where]
+    uu = u.expand(shape)[where]
+    p = p0.expand(shape)[where]
     cdf = p
-    count = (u >= cdf).to(rate.dtype)
+    extra = torch.zeros_like(r)
+    more = torch.ones_like(uu, dtype=torch.bool)
     k = 1
     while True:
-        p = p * rate / float(k)
+        p = p * r / float(k)
         cdf = cdf + p
-        more = (u >= cdf) & (p > 0)
-        if k > unchecked and not bool(more.any()):
-            return count
-        count += more
+        more = more & (uu >= cdf) & (p > 0)
+        if not bool(more.any()):
+            break
+        extra += more
         k += 1
+    count.index_put_(where, extra, accumulate=True)
+    return count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,9 +102,11 @@ def outer(e: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 def apply_update(W, b, E, sbar_f, scale: torch.Tensor) -> None:
-    """:func:`segdend.plasticity.apply_update` in place, ``scale = eta * P`` per member (S,)."""
-    W -= scale[:, None, None] * outer(E, sbar_f)
-    b -= scale[:, None] * E
+    """:func:`segdend.plasticity.apply_update` in place, ``scale = eta * P`` per member (S,):
+    ``W -= outer(scale E, sbar_f)`` as one fused batched product, ``b -= scale E``."""
+    scaled = scale[:, None] * E
+    W.baddbmm_(scaled.unsqueeze(-1), sbar_f.unsqueeze(-2), alpha=-1.0)
+    b -= scaled
 
 
 def output_loss(phibar_t, ubar_f, phi_max: float):

@@ -40,27 +40,24 @@ def keys_as_int64(keys) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(keys, dtype=np.uint64)).view(np.int64)
 
 
-def _srl_(z: torch.Tensor, shift: int) -> torch.Tensor:
-    """Logical right shift of the uint64 bits held in an int64 tensor (new tensor)."""
-    t = z >> shift
-    t &= (1 << (64 - shift)) - 1
-    return t
+def _srl(z: torch.Tensor, shift: int, out: torch.Tensor) -> torch.Tensor:
+    """Logical right shift of the uint64 bits held in an int64 tensor, into ``out``."""
+    torch.bitwise_right_shift(z, shift, out=out)
+    return out.bitwise_and_((1 << (64 - shift)) - 1)
 
 
 def mix64_(z: torch.Tensor) -> torch.Tensor:
     """SplitMix64 finaliser (``rng.mix64``), in place on an int64 tensor; returns ``z``."""
-    z ^= _srl_(z, S30)
-    z *= M1
-    z ^= _srl_(z, S27)
-    z *= M2
-    z ^= _srl_(z, S31)
-    return z
+    t = torch.empty_like(z)
+    z.bitwise_xor_(_srl(z, S30, t)).mul_(M1)
+    z.bitwise_xor_(_srl(z, S27, t)).mul_(M2)
+    return z.bitwise_xor_(_srl(z, S31, t))
 
 
 def uniform_from_mixed(key_plus_counter_gamma: torch.Tensor) -> torch.Tensor:
     """``rng.uniform`` given ``key + counter * GAMMA`` (int64, consumed): float64 in [0, 1)."""
     z = mix64_(key_plus_counter_gamma)
-    return _srl_(z, S11).to(torch.float64).mul_(INV53)
+    return _srl(z, S11, z).to(torch.float64).mul_(INV53)
 
 
 def uniform(key: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
@@ -75,35 +72,45 @@ def spike_counter(phase: int, step, layer: int, unit):
 
 
 class CounterTables:
-    """Cached ``spike_counter(p, t, l, j) * GAMMA`` tables (steps x units) per (phase, layer).
+    """Cached ``spike_counter(p, t, l, j) * GAMMA`` tables per phase: steps x (all units of
+    all layers, layer after layer).
 
-    A phase's spike uniforms of layer ``l`` are then one broadcast add of the keys and the
-    mixer: ``uniform_from_mixed(key[:, None, :, None] + table[None, :T, None, :])``.
+    A phase's spike uniforms of every layer are then one broadcast add of the keys and one
+    pass of the mixer: ``uniform_from_mixed(key[:, None, :, None] + table[None, :T, None, :])``
+    (the draws do not depend on the network, only their use does).
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, sizes: tuple[int, ...], device: torch.device):
+        self.sizes = tuple(sizes)
         self.device = device
-        self._tables: dict[tuple[int, int, int], torch.Tensor] = {}
+        if len(self.sizes) > rng.MAX_LAYERS or max(self.sizes) > rng.MAX_UNITS:
+            raise ValueError("spike counters hold at most 16 layers of 2**24 units")
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).tolist()
+        self._tables: dict[int, torch.Tensor] = {}
 
-    def table(self, phase: int, layer: int, steps: int, n: int) -> torch.Tensor:
-        key = (phase, layer, n)
-        have = self._tables.get(key)
+    def table(self, phase: int, steps: int) -> torch.Tensor:
+        have = self._tables.get(phase)
         if have is None or have.shape[0] < steps:
             rows = max(steps, 64 if have is None else 2 * have.shape[0])
-            if rows >= rng.MAX_STEPS or n > rng.MAX_UNITS or layer >= rng.MAX_LAYERS:
-                raise ValueError("spike counter out of range (too many steps, units or layers)")
+            if rows >= rng.MAX_STEPS:
+                rows = steps
+            if rows >= rng.MAX_STEPS:
+                raise ValueError(f"spike counters hold at most {rng.MAX_STEPS - 1} steps")
             t = torch.arange(rows, dtype=torch.int64, device=self.device)[:, None]
-            j = torch.arange(n, dtype=torch.int64, device=self.device)[None, :]
-            have = spike_counter(phase, t, layer, j) * GAMMA
-            self._tables[key] = have
+            parts = [spike_counter(phase, t, layer,
+                                   torch.arange(n, dtype=torch.int64, device=self.device)[None, :])
+                     for layer, n in enumerate(self.sizes)]
+            have = torch.cat(parts, 1) * GAMMA
+            self._tables[phase] = have
         return have[:steps]
 
-    def uniforms(self, keys: torch.Tensor, phase: int, layer: int, steps: int, n: int
-                 ) -> torch.Tensor:
-        """Spike uniforms (S, steps, B, n) float64 for keys (S, B) int64 (MODEL.md 2)."""
-        tab = self.table(phase, layer, steps, n)
-        z = keys[:, None, :, None] + tab[None, :, None, :]
-        return uniform_from_mixed(z)
+    def uniforms(self, keys: torch.Tensor, phase: int, steps: int) -> list[torch.Tensor]:
+        """Spike uniforms (S, steps, B, n_l) float64 of every layer l for keys (S, B) int64
+        (views into one tensor; MODEL.md 2)."""
+        z = keys[:, None, :, None] + self.table(phase, steps)[None, :, None, :]
+        u = uniform_from_mixed(z)
+        o = self.offsets
+        return [u[..., o[l]:o[l + 1]] for l in range(len(self.sizes))]
 
 
 def layer_uniforms(keys: torch.Tensor, phase: int, step: int, layer: int, n: int

@@ -1,0 +1,5 @@
+"""``python -m segdend`` runs the command-line tool."""
+
+from segdend.cli import main
+
+main()

@@ -1,0 +1,259 @@
+"""The fast CPU engine: the reference simulation compiled with Numba (MODEL.md 2-9).
+
+:class:`NumbaEngine` has exactly the contract of
+:class:`~segdend.engines.reference.ReferenceEngine` and draws the same random numbers (the
+counter-based streams of :mod:`segdend.rng`), so it reproduces the reference's spikes and, to
+rounding, its voltages, window averages, losses and weight updates. Params and State are
+updated in place with the reference's meaning, so engines can be switched between chunks and
+states exchanged through checkpoints.
+
+Speed comes from running a whole chunk of examples (or a batch of test images, in parallel)
+inside one compiled call and from event-driven synapses; see
+:mod:`segdend.engines._numba_sim` for the layout and the reorganisations, each of which
+leaves the arithmetic's value unchanged beyond rounding.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from segdend import dynamics as dyn
+from segdend import rng
+from segdend.config import RunConfig
+from segdend.engines import _numba_sim as sim
+from segdend.engines.base import State, TestResult, TrainBatch, TrainResult, cleared_state
+from segdend.errors import SegdendError
+from segdend.network import Params, check_shapes
+
+
+def unsupported_reason(config: RunConfig) -> str | None:
+    """Why :class:`NumbaEngine` cannot run ``config``, or None when it can."""
+    model = config.model
+    sizes = (model.n_inputs, *model.layers)
+    if len(sizes) > rng.MAX_LAYERS:
+        return (f"{len(model.layers)} layers exceed the random streams' layer field "
+                f"({rng.MAX_LAYERS - 1} layers at most)")
+    if max(sizes) > rng.MAX_UNITS:
+        return f"a layer of {max(sizes)} units exceeds the random streams' unit field"
+    if model.feedback == "noisy_symmetric":
+        for m in range(model.n_hidden_layers):
+            source = sizes[-1] if model.feedback_wiring == "broadcast" else sizes[m + 2]
+            if sizes[m + 1] * source > rng.MAX_UNITS:
+                return "a feedback matrix too large for the noise stream's unit field"
+    if config.phases.test_length >= rng.MAX_STEPS:
+        return "phases.test_length exceeds the random streams' step field"
+    return None
+
+
+_RULES = {"local": 0, "backprop": 1, "feedback_alignment": 2}
+_FEEDBACK = {"random": sim.RATE, "symmetric": sim.SYMMETRIC, "noisy_symmetric": sim.NOISY}
+
+
+class NumbaEngine:
+    """Compiled spiking and rate simulation (MODEL.md 2-9), equal to the reference engine.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The run's validated config; ``training.threads`` sets how many threads ``test``
+        uses (training is sequential by nature and runs on one).
+
+    Raises
+    ------
+    SegdendError
+        When :func:`unsupported_reason` gives a reason.
+    """
+
+    name = "numba"
+
+    def __init__(self, config: RunConfig):
+        reason = unsupported_reason(config)
+        if reason is not None:
+            raise SegdendError(f"the numba engine cannot run this config: {reason}")
+        self.config = config
+        self.model = config.model
+        self.phases = config.phases
+        self.c = dyn.Constants.from_config(config.model)
+        self.sizes = (self.model.n_inputs, *self.model.layers)
+        self.top = len(self.model.layers)
+        self.threads = max(1, min(config.training.threads, numba.config.NUMBA_NUM_THREADS))
+        self.cfg = self._constants()
+
+    def _constants(self) -> sim.Cfg:
+        model, tr, c = self.model, self.config.training, self.c
+        sizes = np.array(self.sizes, dtype=np.int64)
+        top = self.top
+        noff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        woff = np.concatenate([[0], np.cumsum(sizes[:-1] * sizes[1:])]).astype(np.int64)
+        src = np.zeros(top + 1, dtype=np.int64)
+        yoff = np.zeros(top + 1, dtype=np.int64)
+        pos = 0
+        for l in range(1, top):
+            src[l] = top if model.feedback_wiring == "broadcast" else l + 1
+            yoff[l] = pos
+            pos += sizes[l] * sizes[src[l]]
+        is_source = np.zeros(top + 1, dtype=np.bool_)
+        is_source[src[1:top]] = True
+        eta_fb = tr.eta_feedback if tr.eta_feedback is not None else ()
+        return sim.Cfg(
+            sizes=sizes, noff=noff, woff=woff, yoff=yoff, src=src, is_source=is_source,
+            taps=int(model.kernel_taps), kappa=np.ascontiguousarray(c.kappa, dtype=np.float64),
+            exact=bool(c.exact_kernel), decay_L=float(c.decay_L), decay_s=float(c.decay_s),
+            tau_gap=float(c.tau_gap), phi_max=float(c.phi_max), dt=float(c.dt),
+            g_L=float(c.g_L), g_B=float(c.g_B), g_A=float(c.g_A), g_D=float(c.g_D),
+            E_E=float(c.E_E), E_I=float(c.E_I), k_B=float(c.k_B), k_D=float(c.k_D),
+            P_hidden=float(c.P_hidden), P_out=float(c.P_out),
+            fb_rates=model.feedback_signal == "rates",
+            random_plateau=model.plateau_times == "random",
+            plateau_sd=float(model.plateau_time_sd), plateau_max=int(model.plateau_time_max),
+            integ_last=self.phases.integration == "last",
+            rule=_RULES[tr.learning_rule], layerwise=model.feedback_wiring == "layerwise",
+            fb_learning=bool(tr.feedback_learning),
+            eta=np.array(tr.eta, dtype=np.float64),
+            eta_fb=np.array(eta_fb, dtype=np.float64).reshape(-1),
+            feedback_mode=_FEEDBACK[model.feedback], noise_sd=float(model.feedback_noise_sd),
+        )
+
+    # -- parameters and state in the kernels' layout --------------------------------------
+
+    def _pack(self, params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        check_shapes(self.model, params)
+        WT = np.concatenate([np.ascontiguousarray(w.T).reshape(-1) for w in params.W])
+        B = np.concatenate([np.zeros(self.sizes[0]), *[np.asarray(b, dtype=np.float64)
+                                                       for b in params.b]])
+        YT = np.concatenate([np.zeros(0), *[np.ascontiguousarray(y.T).reshape(-1)
+                                            for y in params.Y]])
+        return WT, B, YT
+
+    def _unpack(self, params: Params, WT: np.ndarray, B: np.ndarray, YT: np.ndarray) -> None:
+        cfg = self.cfg
+        for m, w in enumerate(params.W):
+            n_in, n_out = self.sizes[m], self.sizes[m + 1]
+            w[...] = WT[cfg.woff[m]:cfg.woff[m] + n_in * n_out].reshape(n_in, n_out).T
+            params.b[m][...] = B[cfg.noff[m + 1]:cfg.noff[m + 2]]
+        for m, y in enumerate(params.Y):
+            l = m + 1
+            n, ns = self.sizes[l], self.sizes[cfg.src[l]]
+            y[...] = YT[cfg.yoff[l]:cfg.yoff[l] + n * ns].reshape(ns, n).T
+
+    def _load_state(self, state: State) -> sim.Net:
+        a, cfg, taps = state.arrays, self.cfg, self.model.kernel_taps
+        n_all = int(cfg.noff[-1])
+        net = sim.Net(np.zeros(n_all), np.zeros(n_all), np.zeros(n_all), np.zeros(n_all),
+                      np.zeros(n_all), np.zeros((taps, n_all)), np.zeros((taps, n_all)),
+                      np.zeros(n_all), np.zeros(n_all), np.zeros(1, dtype=np.int64))
+        for l in range(self.top + 1):
+            sl = slice(cfg.noff[l], cfg.noff[l + 1])
+            net.v[sl] = a[f"v{l}"]
+            net.phi[sl] = a[f"phi{l}"]
+            net.s[sl] = a[f"s{l}"]
+            net.trace_L[sl] = a[f"trace_L{l}"]
+            net.trace_s[sl] = a[f"trace_s{l}"]
+            # history[k] = S(t-k) goes to ring row (-1-k) mod taps: the next step writes row 0
+            net.hist[(-1 - np.arange(taps)) % taps, sl] = a[f"history{l}"]
+        return net
+
+    def _store_state(self, state: State, net: sim.Net) -> None:
+        a, cfg, c, taps = state.arrays, self.cfg, self.c, self.model.kernel_taps
+        rows = (net.clock[0] - 1 - np.arange(taps)) % taps  # newest first
+        for l in range(self.top + 1):
+            sl = slice(cfg.noff[l], cfg.noff[l + 1])
+            if l > 0:
+                _put(a, f"v{l}", net.v[sl])
+            _put(a, f"phi{l}", net.phi[sl])
+            if c.exact_kernel:
+                _put(a, f"trace_L{l}", net.trace_L[sl])
+                _put(a, f"trace_s{l}", net.trace_s[sl])
+                _put(a, f"s{l}", net.s[sl])
+            else:
+                history = net.hist[rows, sl]
+                _put(a, f"history{l}", history)
+                _put(a, f"s{l}", dyn.filtered_spikes(c.kappa, history))
+
+    # -- the contract -------------------------------------------------------------------------
+
+    def new_state(self) -> State:
+        return cleared_state(self.sizes, self.model.kernel_taps)
+
+    def train(self, params: Params, state: State, batch: TrainBatch,
+              record: tuple[str, ...] = ()) -> TrainResult:
+        n = int(np.asarray(batch.labels).shape[0])
+        n_hidden = self.model.n_hidden_layers
+        out = TrainResult(np.zeros(n), np.zeros((n, n_hidden)), np.zeros(n, dtype=bool))
+        angle = "bp_angle" in record
+        if n == 0:
+            if angle:
+                out.records["bp_angle"] = np.zeros((0, n_hidden))
+            return out
+        parts = np.zeros((n, n_hidden if angle else 0, 3))
+        pixels = np.ascontiguousarray(batch.pixels, dtype=np.float64).reshape(n, -1)
+        labels = np.ascontiguousarray(batch.labels, dtype=np.int64)
+        noise_keys = np.ascontiguousarray(batch.noise_keys, dtype=np.uint64)
+        WT, B, YT = self._pack(params)
+        if self.model.mode == "rate":
+            sim.train_rate(self.cfg, WT, B, YT, pixels, labels, noise_keys, out.loss_out,
+                           out.loss_hidden, out.correct, parts)
+        else:
+            lengths = np.ascontiguousarray(batch.lengths, dtype=np.int64).reshape(n, 2)
+            windows = np.array([[dyn.integration_window(self.phases, int(T)) for T in row]
+                                for row in lengths], dtype=np.int64).reshape(n, 2, 2)
+            net = self._load_state(state)
+            sim.train_spiking(self.cfg, WT, B, YT, net, pixels, labels, lengths, windows,
+                              np.ascontiguousarray(batch.keys, dtype=np.uint64),
+                              np.ascontiguousarray(batch.plateau_keys, dtype=np.uint64),
+                              noise_keys, out.loss_out, out.loss_hidden, out.correct, parts)
+            self._store_state(state, net)
+        self._unpack(params, WT, B, YT)
+        if angle:
+            out.records["bp_angle"] = _angles(parts)
+        return out
+
+    def test(self, params: Params, pixels: np.ndarray, keys: np.ndarray,
+             hidden: bool = False) -> TestResult:
+        pixels = np.ascontiguousarray(pixels, dtype=np.float64)
+        n = pixels.shape[0]
+        pixels = pixels.reshape(n, -1)
+        n_top = self.model.layers[-1]
+        n_hid = int(sum(self.model.layers[:-1]))
+        out_v = np.zeros((n, n_top))
+        rates = np.zeros((n, n_hid))
+        if n > 0:
+            WT, B, YT = self._pack(params)
+            blocks = min(n, 4 * self.threads)
+            previous = numba.get_num_threads()
+            numba.set_num_threads(self.threads)
+            try:
+                if self.model.mode == "rate":
+                    sim.test_rate(self.cfg, WT, B, YT, pixels, blocks, out_v, rates)
+                else:
+                    T, window = self.phases.test_length, self.phases.test_window
+                    sim.test_spiking(self.cfg, WT, B, YT, pixels,
+                                     np.ascontiguousarray(keys, dtype=np.uint64), T, window,
+                                     blocks, out_v, rates)
+            finally:
+                numba.set_num_threads(previous)
+        result = TestResult(np.argmax(out_v, axis=1) if n else np.zeros(0, dtype=np.int64))
+        result.output_voltage = out_v
+        if hidden:
+            bounds = np.cumsum([0, *self.model.layers[:-1]])
+            result.hidden_rates = [rates[:, bounds[m]:bounds[m + 1]].copy()
+                                   for m in range(self.model.n_hidden_layers)]
+        return result
+
+
+def _put(arrays: dict[str, np.ndarray], key: str, value: np.ndarray) -> None:
+    """Write into the state's array in place when it fits (callers may hold it), else replace."""
+    old = arrays.get(key)
+    if old is not None and old.shape == value.shape and old.dtype == np.float64:
+        old[...] = value
+    else:
+        arrays[key] = np.array(value, dtype=np.float64)
+
+
+def _angles(parts: np.ndarray) -> np.ndarray:
+    """Degrees between local and backprop errors from (a.b, a.a, b.b), as reference._angle."""
+    denom = np.sqrt(parts[..., 1]) * np.sqrt(parts[..., 2])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.clip(parts[..., 0] / denom, -1.0, 1.0)
+        return np.where(denom == 0, np.nan, np.degrees(np.arccos(cos)))

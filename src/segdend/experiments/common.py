@@ -1,0 +1,62 @@
+"""The part of every analysis that is the same: per-condition test errors over seeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from segdend.analysis import mean_sd
+from segdend.experiments.base import Experiment, RunDirs
+from segdend.experiments.runs import config_of, run_outcome, test_curve
+
+
+def base_results(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
+    """What was run and how it did: per condition the seeds, run directories, statuses,
+    final test errors (mean over repeated tests of each run), the spread of those repeats,
+    the test-error curve of each seed, and ``value`` (the test errors, to be replaced by
+    experiments that measure something else) with the published value beside it."""
+    conditions: dict[str, Any] = {}
+    for cond in exp.conditions:
+        dirs = run_dirs.get(cond, [])
+        outcomes = [run_outcome(d) for d in dirs]
+        curves = [test_curve(d) for d in dirs]
+        errors = [o["test_error"] for o in outcomes]
+        conditions[cond] = {
+            "seeds": [config_of(d).training.seed for d in dirs],
+            "run_dirs": [str(d) for d in dirs],
+            "status": [o["status"] for o in outcomes],
+            "engine": sorted({o["engine"] for o in outcomes if o["engine"]}),
+            "epochs_done": [o["epochs_done"] for o in outcomes],
+            "test_error": errors,
+            "test_error_repeat_sd": [o["test_error_repeat_sd"] for o in outcomes],
+            "curves": [{"epoch": e, "test_error": t} for e, t in curves],
+            "value": list(errors),
+            "published": exp.published.get(cond),
+        }
+    return {
+        "experiment": exp.id, "title": exp.title, "figure": exp.figure, "claim": exp.claim,
+        "measure": exp.measure, "measure_label": exp.measure_label,
+        "paper_epochs": exp.epochs, "conditions": conditions,
+    }
+
+
+def condition_stats(cond: dict[str, Any]) -> dict[str, float]:
+    """Mean and spread over seeds of a condition's test error and value."""
+    te_mean, te_sd = mean_sd(cond.get("test_error", []))
+    rep = [x for x in cond.get("test_error_repeat_sd", []) if x is not None]
+    v_mean, v_sd = mean_sd([v for v in cond.get("value", []) if v is not None])
+    return {"test_error_mean": te_mean, "test_error_sd": te_sd,
+            "test_error_repeat_sd": float(np.nanmean(rep)) if rep and np.isfinite(rep).any()
+            else float("nan"),
+            "value_mean": v_mean, "value_sd": v_sd}
+
+
+def first_run(run_dirs: RunDirs, condition: str):
+    """The first seed's run directory of ``condition`` (raises if there is none)."""
+    from segdend.errors import SegdendError
+
+    dirs = run_dirs.get(condition) or []
+    if not dirs:
+        raise SegdendError(f"no run of condition {condition!r} to analyse")
+    return dirs[0]
