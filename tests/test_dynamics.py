@@ -118,3 +118,29 @@ def test_integration_windows():
     assert dyn.integration_window(PhaseConfig(integration="settle"), 53) == (30, 23)
     assert dyn.plateau_delay(0.4, 3.0, 5) == 1
     assert dyn.plateau_delay(-3.0, 3.0, 5) == 5
+
+
+def test_sparse_feedback_silences_exactly_80_percent_and_scales_by_five():
+    from segdend.network import initialise
+
+    dense = initialise(ModelConfig(n_inputs=20, layers=(50, 10)), 3)
+    sparse = initialise(ModelConfig(n_inputs=20, layers=(50, 10), feedback_sparsity=0.8), 3)
+    zero = sparse.Y[0] == 0
+    assert zero.sum() == 400
+    np.testing.assert_allclose(sparse.Y[0][~zero], 5 * dense.Y[0][~zero])
+    plain = initialise(ModelConfig(n_inputs=20, layers=(50, 10), feedback_sparsity=0.8,
+                                   feedback_sparse_gain=1.0), 3)
+    np.testing.assert_allclose(plain.Y[0][~zero], dense.Y[0][~zero])
+
+
+def test_initial_weights_have_the_spec_moments():
+    from segdend.network import initialise
+
+    p = initialise(ModelConfig(), 0)
+    w_avg, w_sd = dyn.init_moments(784, 3, 3, 0.8, 0.2)
+    assert p.W[0].mean() == pytest.approx(w_avg, abs=0.01)
+    # U(-1, 1) * 3.465 W_sd has SD 2 W_sd (MODEL.md 6)
+    assert p.W[0].std() == pytest.approx(2 * w_sd, rel=0.01)
+    y_avg, y_sd = dyn.init_moments(500, 3, 3, 0.8, 0.2)
+    assert p.Y[0].shape == (500, 10) and p.Y[0].mean() == pytest.approx(y_avg, abs=0.05)
+    assert np.all(np.abs(p.b[0] - 0.8) <= 3.465 * 0.001 + 1e-12)

@@ -127,8 +127,10 @@ def apply_sparsity(model: ModelConfig, params: Params, seed: int) -> None:
     gain = (model.feedback_sparse_gain if model.feedback_sparse_gain is not None
             else 1.0 / (1.0 - model.feedback_sparsity))
     for m, y in enumerate(params.Y):
-        keep = gen.random(y.shape) >= model.feedback_sparsity
-        params.Y_mask[m] = keep * gain
+        # Exactly round(p * size) entries are silenced, as the published code does.
+        keep = np.ones(y.size)
+        keep[gen.choice(y.size, int(round(model.feedback_sparsity * y.size)), replace=False)] = 0
+        params.Y_mask[m] = keep.reshape(y.shape) * gain
         params.Y[m] = y * params.Y_mask[m]
 
 
