@@ -148,7 +148,7 @@ class Core:
         self.device, self.dtype = device, dtype
         self.max_batch = max_batch
         self.taps = m.kernel_taps
-        self.kappa = [float(k) for k in c.kappa]
+        self.filter = ops.TruncatedFilter(c.kappa)
         self.tables = trng.CounterTables(self.sizes, device)
         self.scan = ops.LinearScan()
         self.stepwise = m.g_A != 0
@@ -223,14 +223,16 @@ class Core:
             return (trL[l] - trS[l]) / c.tau_gap
         hist = st[f"history{l}"].flip(1)
         ext[l] = torch.cat([hist.expand(S, *hist.shape[1:]), spk], 1)
-        return ops.truncated_filter(self.kappa, ext[l], steps)
+        return self.filter(ext[l], steps)
 
     def _window(self, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member (first step, number of steps) of the integration window (MODEL.md 4)."""
         first, count = dyn.integration_window(self.phases, lengths)
         S = lengths.shape[0]
-        as_t = (lambda x: torch.as_tensor(x, device=self.device).expand(S)
-                if not torch.is_tensor(x) else x)
+        def as_t(x):
+            if torch.is_tensor(x):
+                return x
+            return torch.full((S,), int(x), dtype=torch.int64, device=self.device)
         return as_t(first), as_t(count)
 
     def _teaching(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -354,7 +356,7 @@ class Core:
                     trL[l][:, t], trS[l][:, t] = cur_L[l], cur_S[l]
                 else:
                     ext[l][:, self.taps + t] = sp
-                    st_ = ops.truncated_filter(self.kappa, ext[l][:, t:t + self.taps + 1], 1)[:, 0]
+                    st_ = self.filter(ext[l][:, t:t + self.taps + 1], 1)[:, 0]
                 v[l][:, t], phi[l][:, t], s[l][:, t], spk[l][:, t] = vt, pt, st_, sp
                 cur_v[l], cur_phi[l], cur_s[l] = vt, pt, st_
 
@@ -442,8 +444,10 @@ class Core:
     # -- rate mode (MODEL.md 8) ---------------------------------------------------------------
 
     def rate_phase(self, P: TParams, pixels: torch.Tensor, labels: torch.Tensor | None = None
-                   ) -> Summary:
-        """Steady-state rates of S members x B images; ``pixels`` (S or 1, B, n_in)."""
+                   ) -> Summary | tuple[Summary, Summary]:
+        """Steady-state rates of S members x B images; ``pixels`` (S or 1, B, n_in)
+        (MODEL.md 8). With ``labels``, returns the forward and the target phase: they share
+        everything below the output soma, which is computed once."""
         c = self.c
         S = P.W[0].shape[0]
         s = c.phi_max * pixels
@@ -453,15 +457,21 @@ class Core:
             v_basal = self._basal(P, m, s)
             if m < self.top - 1:
                 v = dyn.rate_hidden_soma(v_basal, c.k_B)
-            elif labels is None:
-                v = dyn.rate_output_soma(v_basal, 0.0, 0.0, c.g_L, c.g_D, c.E_E, c.E_I)
             else:
-                g_E, g_I = (g.unsqueeze(1).to(self.dtype) for g in self._teaching(labels))
-                v = dyn.rate_output_soma(v_basal, g_E, g_I, c.g_L, c.g_D, c.E_E, c.E_I)
+                v = dyn.rate_output_soma(v_basal, 0.0, 0.0, c.g_L, c.g_D, c.E_E, c.E_I)
             sbar.append(s)
             vbar.append(v)
             s = ops.rate(v, c.phi_max)
             phibar.append(s)
+        fwd = self._rate_summary(P, vbar, sbar, phibar)
+        if labels is None:
+            return fwd
+        g_E, g_I = (g.unsqueeze(1).to(self.dtype) for g in self._teaching(labels))
+        u = dyn.rate_output_soma(v_basal, g_E, g_I, c.g_L, c.g_D, c.E_E, c.E_I)
+        tgt = self._rate_summary(P, vbar[:-1] + [u], sbar, phibar[:-1] + [ops.rate(u, c.phi_max)])
+        return fwd, tgt
+
+    def _rate_summary(self, P, vbar, sbar, phibar) -> Summary:
         fb = [phibar[-1] if self.model.feedback_wiring == "broadcast" else phibar[m + 1]
               for m in range(self.top - 1)]
         abar = [torch.bmm(fb[m], P.Y[m].transpose(1, 2)) for m in range(self.top - 1)]
@@ -572,7 +582,7 @@ class Core:
                     delays=None if delays is None else [d[:, i] for d in delays[1]])
             else:
                 x = pix[:, i].unsqueeze(1).to(dt_)
-                fwd, tgt = self.rate_phase(P, x), self.rate_phase(P, x, y)
+                fwd, tgt = self.rate_phase(P, x, y)
             fwd, tgt = fwd.member_vectors(), tgt.member_vectors()
             errors, errors_bp = self.update(P, fwd, tgt, scale_w, eta_fb_t, want_angle)
             self.refresh_feedback(P, noise_keys[:, i])
@@ -636,6 +646,11 @@ class Core:
         pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, self.sizes[0])
         n = pixels.shape[0]
         keys = trng.keys_as_int64(np.asarray(keys, dtype=np.uint64).reshape(S, n))
+        if n == 0:
+            empty = TestResult(np.zeros(0, dtype=np.int64),
+                               [np.zeros((0, k)) for k in self.sizes[1:-1]] if hidden else [],
+                               np.zeros((0, self.sizes[-1])))
+            return [empty for _ in range(S)]
         P, _ = self.bind_params(params_list)
         chunk = self.test_chunk(S)
         T, W = self.phases.test_length, self.phases.test_window

@@ -13,7 +13,10 @@ All error/loss twins take a leading member dimension: vectors are (S, n), matric
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from segdend import dynamics as dyn
 
 # ---------------------------------------------------------------------------------------------
 # dynamics.py twins
@@ -35,41 +38,59 @@ def rate(v: torch.Tensor, phi_max: float) -> torch.Tensor:
     return phi_max * torch.sigmoid(v)
 
 
-def poisson_from_uniform(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """:func:`segdend.dynamics.poisson_from_uniform`, bit for bit, with broadcasting.
+# Entries past level 0 up to which the search runs in NumPy on the host (the reference's own
+# function) rather than as a loop of device kernels with a synchronisation per level.
+HOST_POISSON_MAX = 1 << 15
 
-    The NumPy original accumulates ``p_k`` and the CDF only where the search continues; for
-    those entries the terms are ``p_k = p_{k-1} * rate / k`` and ``cdf_k = cdf_{k-1} + p_k``
-    (the same floating-point operations in the same order), and the count is the number of
-    levels passed. Here level 0 (``u >= exp(-rate)``, i.e. at least one spike) is decided for
-    every entry, and the search goes on only over the few entries that passed it, gathered
-    once (rates are at most phi_max, so most counts are 0). ``rate`` may be smaller than
-    ``u`` and broadcast (e.g. constant input rates over a phase's steps).
+
+def poisson_from_uniform(rate: torch.Tensor, u: torch.Tensor,
+                         host_max: int = HOST_POISSON_MAX) -> torch.Tensor:
+    """:func:`segdend.dynamics.poisson_from_uniform` on tensors, with broadcasting.
+
+    Level 0 (``u >= exp(-rate)``: at least one spike) is decided for every entry on the
+    device; rates are at most phi_max, so few entries pass. Those are gathered and their
+    counts finished by :func:`segdend.dynamics.poisson_from_uniform` itself on the host (on
+    the CPU, or when at most ``host_max`` entries passed), or else by the same search on the
+    device (:func:`_poisson_tail`). ``rate`` may be smaller than ``u`` and broadcast (e.g.
+    constant input rates over a phase's steps).
     """
     p0 = torch.exp(-rate)
     active = u >= p0
     count = active.to(rate.dtype)
     where = torch.nonzero(active, as_tuple=True)
-    if where[0].numel() == 0:
+    n = where[0].numel()
+    if n == 0:
         return count
     shape = active.shape
     r = rate.expand(shape)[where]
     uu = u.expand(shape)[where]
-    p = p0.expand(shape)[where]
+    if rate.device.type == "cpu" or n <= host_max:
+        host = torch.stack([r, uu]).cpu().numpy()  # one transfer from a GPU
+        tail = dyn.poisson_from_uniform(host[0], host[1])
+        values = torch.from_numpy(tail).to(device=count.device, dtype=count.dtype)
+        count.index_put_(where, values)
+    else:
+        count.index_put_(where, _poisson_tail(r, uu, p0.expand(shape)[where]))
+    return count
+
+
+def _poisson_tail(r: torch.Tensor, u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Counts of entries known to pass level 0, by the search of
+    :func:`segdend.dynamics.poisson_from_uniform` on the device: the same operations in the
+    same order (``p = p * rate / k``, ``cdf = cdf + p``, continue while ``u >= cdf`` and
+    ``p > 0``), so bit-equal to it."""
     cdf = p
-    extra = torch.zeros_like(r)
-    more = torch.ones_like(uu, dtype=torch.bool)
+    count = torch.ones_like(r)
+    more = torch.ones_like(u, dtype=torch.bool)
     k = 1
     while True:
         p = p * r / float(k)
         cdf = cdf + p
-        more = more & (uu >= cdf) & (p > 0)
+        more = more & (u >= cdf) & (p > 0)
         if not bool(more.any()):
-            break
-        extra += more
+            return count
+        count += more
         k += 1
-    count.index_put_(where, extra, accumulate=True)
-    return count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,14 +213,42 @@ class LinearScan:
         return out
 
 
-def truncated_filter(kappa: list[float], ext: torch.Tensor, steps: int) -> torch.Tensor:
-    """Filtered trains ``s(t) = sum_k kappa[k] S(t-k)`` for t = 0..steps-1 (MODEL.md 2).
+class TruncatedFilter:
+    """Filtered trains ``s(t) = sum_k kappa[k] S(t-k)`` over a phase (MODEL.md 2).
 
-    ``ext`` (S, taps + steps, ...) holds the carried history, oldest first, then the
-    phase's spike counts: ``ext[:, taps + t] = S(t)``.
+    ``ext`` (S, taps + steps, ...) holds the carried history, oldest first, then the phase's
+    spike counts (``ext[:, taps + t] = S(t)``). Computed in blocks of ``block`` steps, each as
+    one product with the banded matrix ``K[i, i + taps - 1 - k] = kappa[k]`` (one kernel per
+    block instead of one per tap).
     """
-    taps = len(kappa)
-    s = ext[:, taps:taps + steps] * kappa[0]
-    for k in range(1, taps):
-        s.add_(ext[:, taps - k:taps - k + steps], alpha=kappa[k])
-    return s
+
+    def __init__(self, kappa, block: int = 64):
+        self.kappa = torch.as_tensor(np.asarray(kappa, dtype=np.float64))
+        self.taps = int(self.kappa.shape[0])
+        self.block = block
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def _band(self, dtype, device) -> torch.Tensor:
+        key = (dtype, str(device))
+        if key not in self._cache:
+            n, taps = self.block, self.taps
+            i = torch.arange(n)[:, None]
+            j = torch.arange(n + taps - 1)[None, :]
+            k = taps - 1 - (j - i)
+            valid = (k >= 0) & (k < taps)
+            band = torch.where(valid, self.kappa[k.clamp(0, taps - 1)],
+                               torch.zeros((), dtype=torch.float64))
+            self._cache[key] = band.to(device=device, dtype=dtype)
+        return self._cache[key]
+
+    def __call__(self, ext: torch.Tensor, steps: int) -> torch.Tensor:
+        S, taps = ext.shape[0], self.taps
+        rest = ext.shape[2:]
+        band = self._band(ext.dtype, ext.device)
+        out = torch.empty(S, steps, *rest, dtype=ext.dtype, device=ext.device)
+        for start in range(0, steps, self.block):
+            tb = min(self.block, steps - start)
+            window = ext[:, start + 1:start + tb + taps].reshape(S, tb + taps - 1, -1)
+            out[:, start:start + tb] = torch.matmul(band[:tb, :tb + taps - 1],
+                                                    window).view(S, tb, *rest)
+        return out

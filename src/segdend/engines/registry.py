@@ -30,7 +30,18 @@ def resolve_engine_name(config: RunConfig) -> str:
         if reason is not None:
             raise SegdendError(f"training.engine={asked} cannot run this config: {reason}")
         return asked
-    order = ("torch", "numba") if config.training.device.startswith("cuda") else ("numba",)
+    device = config.training.device
+    if device.startswith("cuda"):  # the GPU was asked for: only the torch engine runs there
+        reason = unsupported_reason(config, "torch")
+        if reason is not None:
+            raise SegdendError(reason)
+        return "torch"
+    order = ("numba",)
+    if device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            order = ("torch", "numba")
     for name in order:
         try:
             if unsupported_reason(config, name) is None:
