@@ -251,8 +251,16 @@ def tsne_embedding(X: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np
     if n < 5:
         raise ValueError(f"t-SNE needs at least 5 points; got {n}")
     perplexity = min(perplexity, (n - 1) / 3.0)
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                learning_rate="auto").fit_transform(X)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                learning_rate="auto")
+    if n >= 500:
+        return tsne.fit_transform(X)
+    # Small problems finish faster on one thread than with OpenMP threads competing for
+    # busy cores.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return tsne.fit_transform(X)
 
 
 def cluster_quality(points: np.ndarray, labels: np.ndarray) -> float:

@@ -59,7 +59,8 @@ class Experiment:
         Condition name -> number added to the seed (e.g. an independently initialised
         reference network).
     paper_train_examples : int or None
-        Training examples per epoch in the paper (None: not a point of the experiment).
+        Training examples per epoch in the paper (None: the data sizes are not a point of
+        the experiment, and fewer examples or test images are not labelled "shortened").
     extra : bool
         Not one of the paper's figures (e.g. baselines).
     """

@@ -9,6 +9,7 @@ import numpy as np
 from segdend.analysis import mean_sd
 from segdend.experiments.base import Experiment, RunDirs
 from segdend.experiments.runs import config_of, run_outcome, test_curve
+from segdend.rundir import read_run_info
 
 
 def base_results(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
@@ -52,11 +53,25 @@ def condition_stats(cond: dict[str, Any]) -> dict[str, float]:
             "value_mean": v_mean, "value_sd": v_sd}
 
 
-def first_run(run_dirs: RunDirs, condition: str):
-    """The first seed's run directory of ``condition`` (raises if there is none)."""
+def usable_runs(res: dict[str, Any], dirs) -> list:
+    """The runs an analysis can use: those that did not diverge (the others are listed in
+    ``res["problems"]``)."""
+    out = []
+    for d in dirs:
+        if (read_run_info(d) or {}).get("status") == "diverged":
+            note = f"{d}: diverged; left out of the analysis"
+            if note not in res.setdefault("problems", []):
+                res["problems"].append(note)
+        else:
+            out.append(d)
+    return out
+
+
+def first_run(res: dict[str, Any], run_dirs: RunDirs, condition: str):
+    """The first usable seed's run directory of ``condition`` (raises if there is none)."""
     from segdend.errors import SegdendError
 
-    dirs = run_dirs.get(condition) or []
+    dirs = usable_runs(res, run_dirs.get(condition) or [])
     if not dirs:
-        raise SegdendError(f"no run of condition {condition!r} to analyse")
+        raise SegdendError(f"no usable run of condition {condition!r} to analyse")
     return dirs[0]

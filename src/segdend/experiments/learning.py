@@ -16,7 +16,7 @@ from segdend import analysis, plots
 from segdend.config import RunConfig
 from segdend.errors import SegdendError
 from segdend.experiments.base import Experiment, RunDirs, register
-from segdend.experiments.common import base_results
+from segdend.experiments.common import base_results, usable_runs
 from segdend.experiments.runs import (
     config_of,
     dataset_for,
@@ -61,7 +61,7 @@ def analyse_loss_corr(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     res = base_results(exp, run_dirs)
     cond = next(iter(exp.conditions))
     curves, values, scatter, used = [], [], None, None
-    for i, run_dir in enumerate(run_dirs[cond]):
+    for i, run_dir in enumerate(usable_runs(res, run_dirs[cond])):
         lc = loss_correlations(run_dir)
         epoch = LOSS_CORR_EPOCH if LOSS_CORR_EPOCH in lc["epochs"] else lc["epochs"][-1]
         used = epoch
@@ -187,7 +187,7 @@ def analyse_jacobian(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     res = base_results(exp, run_dirs)
     cond = next(iter(exp.conditions))
     curves, values, below = [], [], []
-    for run_dir in run_dirs[cond]:
+    for run_dir in usable_runs(res, run_dirs[cond]):
         curve = jacobian_curve(run_dir)
         curves.append(curve)
         ev = np.asarray(curve["eigenvalue"], dtype=float)
@@ -236,7 +236,7 @@ def analyse_bp_angle(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     curves: dict[str, list[dict[str, Any]]] = {}
     for cond in exp.conditions:
         values, curves[cond] = [], []
-        for run_dir in run_dirs[cond]:
+        for run_dir in usable_runs(res, run_dirs[cond]):
             c = angle_curve(run_dir)
             tail = c["angle"][-max(1, len(c["angle"]) // 10):]
             values.append(float(np.nanmean(tail)) if np.isfinite(tail).any() else float("nan"))

@@ -108,7 +108,7 @@ SEGREGATION = register(Experiment(
 BASELINES = register(Experiment(
     id="baselines",
     title="Baselines on the same (500, 10) network: backprop and feedback alignment",
-    figure="(extra; not a figure of the paper)",
+    figure="extra, not a figure of the paper",
     preset="paper-h1",
     conditions={"local": [], "backprop": ['training.learning_rule="backprop"'],
                 "feedback_alignment": ['training.learning_rule="feedback_alignment"']},

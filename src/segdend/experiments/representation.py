@@ -9,7 +9,7 @@ import numpy as np
 
 from segdend import analysis, plots
 from segdend.experiments.base import Experiment, RunDirs, register
-from segdend.experiments.common import base_results, first_run
+from segdend.experiments.common import base_results, first_run, usable_runs
 from segdend.experiments.runs import config_of, dataset_for, final_params, n_test_of
 
 TSNE_IMAGES = 1000  # test images embedded (the first N of the run's test set)
@@ -44,7 +44,7 @@ def test_activity(run_dir, n_images: int) -> tuple[list[np.ndarray], np.ndarray,
 def analyse_tsne(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     res = base_results(exp, run_dirs)
     cond = next(iter(exp.conditions))
-    run_dir = first_run(run_dirs, cond)
+    run_dir = first_run(res, run_dirs, cond)
     layers, labels, names = test_activity(run_dir, TSNE_IMAGES)
     panels = []
     for name, X in zip(names, layers, strict=True):
@@ -84,7 +84,9 @@ def analyse_receptive_fields(exp: Experiment, run_dirs: RunDirs) -> dict[str, An
     res = base_results(exp, run_dirs)
     local, bp = run_dirs["local"], run_dirs["backprop"]
     values, controls, shown = [], [], None
-    for i, (run_local, run_bp) in enumerate(zip(local, bp, strict=False)):
+    pairs = [(a, b) for a, b in zip(local, bp, strict=False)
+             if usable_runs(res, [a, b]) == [a, b]]
+    for i, (run_local, run_bp) in enumerate(pairs):
         A, B = final_params(run_local).W[0], final_params(run_bp).W[0]
         best = analysis.max_correlations(A, B)
         gen = np.random.default_rng(i)

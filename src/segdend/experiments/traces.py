@@ -61,7 +61,7 @@ def analyse_traces(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     from segdend.train import as_pixels
 
     res = base_results(exp, run_dirs)
-    run_dir = first_run(run_dirs, next(iter(exp.conditions)))
+    run_dir = first_run(res, run_dirs, next(iter(exp.conditions)))
     cfg = config_of(run_dir)
     spiking = config_from_dict(apply_overrides(cfg.model_dump(mode="json"),
                                                ['model.mode="spiking"',
@@ -104,7 +104,6 @@ def analyse_traces(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
         "raster_output": _raster(out_spikes, 0),
         "n_raster_hidden": int(min(RASTER_HIDDEN, hid_spikes.shape[1])),
         "n_output": int(out_spikes.shape[1]),
-        "image": pixels.tolist(),
     }
     return res
 

@@ -60,7 +60,9 @@ def add_note(fig: Figure, results: dict[str, Any]) -> None:
     """Write the "shortened: E of P epochs ..." label across the top of the figure."""
     note = note_of(results)
     if note:
-        fig.suptitle(note, color=NOTE_COLOUR, fontsize=8, fontweight="bold")
+        # Above everything else; saving with a tight bounding box keeps it in the file.
+        fig.text(0.0, 1.0, note, ha="left", va="bottom", color=NOTE_COLOUR, fontsize=8,
+                 fontweight="bold")
 
 
 def mark_published(ax, x, y, *, label: bool = True, colour_: str = PUBLISHED) -> None:
@@ -83,8 +85,8 @@ def save_figure(fig: Figure, path: Path) -> list[Path]:
         path = path.with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     out = [path.with_name(path.name + ".png"), path.with_name(path.name + ".pdf")]
-    fig.savefig(out[0], dpi=200)
-    fig.savefig(out[1])
+    fig.savefig(out[0], dpi=200, bbox_inches="tight", pad_inches=0.05)
+    fig.savefig(out[1], bbox_inches="tight", pad_inches=0.05)
     return out
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from segdend.plots.common import (
     add_note,
@@ -28,6 +29,12 @@ from segdend.plots.common import (
 def _title(results: dict[str, Any]) -> str:
     fig = results.get("figure", "")
     return f"{results.get('title', results.get('experiment', ''))}" + (f" ({fig})" if fig else "")
+
+
+def _legend(ax, **kwargs) -> None:
+    """A legend, when something in the panel has a label."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
 
 
 def _arr(values) -> np.ndarray:
@@ -71,16 +78,26 @@ def _final_errors_panel(ax, results: dict[str, Any], labels: list[str], xlabel: 
     ax.set_xticks(range(len(conds)), labels)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test error (%)")
-    ax.set_ylim(bottom=0)
-    ax.legend(loc="upper right")
+    ax.set_ylim(0, max(ax.get_ylim()[1], 1.0) * 1.12)
+    _legend(ax, loc="upper left", ncol=2)
+
+
+def _epoch_axis(ax, epochs: list[int]) -> None:
+    """Whole-epoch ticks (every epoch when there are few)."""
+    if epochs and max(epochs) - min(epochs) < 10:
+        ax.set_xticks(range(int(min(epochs)), int(max(epochs)) + 1))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _curves_panel(ax, results: dict[str, Any], labels: list[str]) -> None:
-    drawn = False
+    drawn, epochs = False, []
     for i, (cond, label) in enumerate(zip(results["conditions"], labels, strict=True)):
         for k, curve in enumerate(results["conditions"][cond].get("curves", [])):
             if not curve.get("epoch"):
                 continue
+            epochs += list(curve["epoch"])
             ax.plot(curve["epoch"], curve["test_error"], "-o", ms=2.5, color=colour(i),
                     alpha=0.9, label=label.replace("\n", " ") if k == 0 else None)
             drawn = True
@@ -90,22 +107,25 @@ def _curves_panel(ax, results: dict[str, Any], labels: list[str]) -> None:
     if not drawn:
         empty_panel(ax, "no tested epoch yet")
         return
+    _epoch_axis(ax, epochs)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%)")
+    ax.set_ylim(bottom=0)
     ax.set_title("test error during training (dashed: published)")
-    ax.legend(loc="upper right")
+    _legend(ax, loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
 def comparison_figure(results: dict[str, Any], path: Path) -> list[Path]:
     """Final test error per condition (mean, sd over seeds, each seed, published value) and
     the test-error curves (Fig. 6-S1, 8B, 8-S1, 8D, 9B and the baselines)."""
-    labels = [c.replace("_", " ") for c in results["conditions"]]
+    labels = [c.replace("_", "\n") for c in results["conditions"]]
     with style():
         fig = new_figure(2.8)
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
         _final_errors_panel(left, results, labels, "condition")
-        left.set_title(_title(results))
+        left.set_title("final test error (◇: published)")
         _curves_panel(right, results, labels)
+        fig.suptitle(_title(results), fontsize=9)
         add_note(fig, results)
         return save_figure(fig, path)
 
@@ -121,8 +141,9 @@ def depth_figure(results: dict[str, Any], path: Path) -> list[Path]:
         fig = new_figure(2.8)
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
         _final_errors_panel(left, results, labels, "hidden layers", connect=True)
-        left.set_title(_title(results))
+        left.set_title("final test error (◇: published)")
         _curves_panel(right, results, labels)
+        fig.suptitle(_title(results), fontsize=9)
         add_note(fig, results)
         return save_figure(fig, path)
 
@@ -164,12 +185,13 @@ def loss_corr_figure(results: dict[str, Any], path: Path) -> list[Path]:
         pub = results["conditions"][cond].get("published")
         if pub is not None:
             mark_published(right, lc["published_epoch"], pub)
+        _epoch_axis(right, [e for c in lc["curves"] for e in c["epochs"]]
+                    + [lc["published_epoch"]])
         right.set_xlabel("epoch")
         right.set_ylabel("Pearson r (hidden vs output loss)")
         right.set_title("per digit class")
-        right.legend(ncol=4, loc="lower right", fontsize=6)
-        fig.suptitle(_title(results), fontsize=9) if not results.get("meta", {}).get(
-            "note") else None
+        _legend(right, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
+        fig.suptitle(_title(results), fontsize=9)
         add_note(fig, results)
         return save_figure(fig, path)
 
@@ -200,7 +222,7 @@ def jacobian_figure(results: dict[str, Any], path: Path) -> list[Path]:
         ax.set_xlabel("training examples")
         ax.set_ylabel("max eigenvalue of (I-J)ᵀ(I-J)")
         ax.set_title(_title(results))
-        ax.legend(loc="upper right", fontsize=6)
+        _legend(ax, loc="upper right", fontsize=6)
         add_note(fig, results)
         return save_figure(fig, path)
 
@@ -234,7 +256,7 @@ def bp_angle_figure(results: dict[str, Any], path: Path) -> list[Path]:
         ax.set_xlabel("training examples")
         ax.set_ylabel(f"angle to backprop (deg, {ba['window']}-example mean)")
         ax.set_title(_title(results))
-        ax.legend(loc="lower left")
+        _legend(ax, loc="lower left")
         add_note(fig, results)
         return save_figure(fig, path)
 
@@ -249,7 +271,7 @@ def receptive_fields_figure(results: dict[str, Any], path: Path) -> list[Path]:
     rf = results["receptive_fields"]
     shown = rf.get("shown")
     with style():
-        fig = new_figure(3.2)
+        fig = new_figure(2.6)
         left, right = fig.subfigures(1, 2, width_ratios=[2.0, 1.0])
         if shown:
             n, side = len(shown["local"]), shown["side"]
@@ -273,7 +295,7 @@ def receptive_fields_figure(results: dict[str, Any], path: Path) -> list[Path]:
                     label="shuffled control")
             ax.set_xlabel("max Pearson r")
             ax.set_ylabel("hidden neurons")
-            ax.legend(loc="upper left")
+            _legend(ax, loc="upper left")
             ax.set_title("published: far above shuffled", fontsize=7)
         else:
             empty_panel(left.subplots(), "no pair of runs to compare")
@@ -305,10 +327,10 @@ def tsne_figure(results: dict[str, Any], path: Path) -> list[Path]:
                          + ("n/a" if s is None or not np.isfinite(s) else f"{s:.2f}"))
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3,
+        _legend(axes[-1], loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3,
                         fontsize=6)
-        fig.suptitle(_title(results) + " — published: clusters become cleaner layer by layer",
-                     fontsize=8) if not results.get("meta", {}).get("note") else None
+        fig.suptitle(_title(results) + " (published: clusters become cleaner layer by layer)",
+                     fontsize=8)
         add_note(fig, results)
         return save_figure(fig, path)
 
@@ -340,16 +362,16 @@ def traces_figure(results: dict[str, Any], path: Path) -> list[Path]:
                     fontsize=7, va="top")
             ax.text(length + first, 1.0, f"α_t = {h['alpha_t']:.3f}",
                     transform=ax.get_xaxis_transform(), fontsize=7, va="top")
-        axes[0].legend(loc="upper left", ncol=3, bbox_to_anchor=(0.0, 1.35))
+        _legend(axes[0], loc="upper left", ncol=3, bbox_to_anchor=(0.0, 1.35))
         axes[0].set_title(f"{_title(results)}: digit {tr['label']} (predicted "
                           f"{tr['predicted']}); grey: integration windows (plateaus)",
                           fontsize=8, loc="right")
         ax = axes[len(hidden)]
-        for k, o in enumerate(tr["output"]):
+        for o in tr["output"]:
             ax.plot(t, o["soma"], color=colour(0) if o["is_label"] else colour(3),
                     label=f"unit {o['unit']}" + (" (label)" if o["is_label"] else ""))
         ax.set_ylabel("output\nsoma")
-        ax.legend(loc="upper left", fontsize=6)
+        _legend(ax, loc="upper left", fontsize=6)
         ax = axes[-1]
         rh, ro = tr["raster_hidden"], tr["raster_output"]
         off = tr["n_raster_hidden"] + 3
