@@ -1,0 +1,72 @@
+"""Train the runs behind results/ two at a time, then let `segdend reproduce` analyse them.
+
+Each (experiment, condition) becomes one run directory under runs/results/ID/runs/COND/seed0
+with exactly the config `segdend reproduce ID` builds for the same options, so reproduce then
+skips the finished runs and only analyses and draws. Usage:
+
+    python scripts/run_results.py --data-dir DIR [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+# (experiment, epochs, conditions in priority order); fewer epochs than the paper are labelled
+# "shortened" on every figure and in the summary.
+PLAN = [
+    ("depth", 60, ["h1", "h2", "shallow"]),
+    ("bp_angle", 10, ["spiking_feedback", "rate_feedback"]),
+    ("sparse", 10, ["regular", "sparse"]),
+    ("symmetric", 10, ["symmetric", "noisy_symmetric"]),
+]
+COMMON = ["training.test_every=5"]
+
+
+def options(exp_id: str, epochs: int, data_dir: str, out: Path) -> dict:
+    return {"seeds": 1, "epochs": epochs, "data_dir": data_dir, "mode": "spiking",
+            "overrides": COMMON, "out": out / exp_id}
+
+
+def train_one(job: tuple) -> str:
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    from segdend.experiments import get_experiment
+    from segdend.experiments.runner import plan_runs
+    from segdend.train import run_config
+
+    exp_id, epochs, cond, data_dir, out = job
+    exp = get_experiment(exp_id)
+    opts = options(exp_id, epochs, data_dir, out)
+    for run in plan_runs(exp, opts.pop("out"), **opts):
+        if run.condition != cond:
+            continue
+        t0 = time.time()
+        info = run.run_dir / "run.json"
+        resume = info.is_file()
+        if resume and '"finished"' in info.read_text():
+            return f"{exp_id}/{cond}: already finished"
+        result = run_config(run.config, resume=resume)
+        return (f"{exp_id}/{cond}: {result.metrics[-1].get('test_error')}% after "
+                f"{epochs} epochs, {time.time() - t0:.0f} s")
+    return f"{exp_id}/{cond}: no such condition"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--out", default="runs/results")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    out = Path(args.out)
+    jobs = [(e, n, c, args.data_dir, out) for e, n, conds in PLAN for c in conds]
+    jobs.sort(key=lambda j: 0 if j[0] == "depth" and j[2] in ("h1", "h2") else 1)
+    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+        for line in pool.imap_unordered(train_one, jobs):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
