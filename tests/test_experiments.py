@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_dataset
+from _helpers import tiny_dataset
 from typer.testing import CliRunner
 
 import segdend.cli.experiments_cmd  # noqa: F401  (registers the commands)

@@ -14,7 +14,7 @@ import subprocess
 
 import matplotlib.image
 import pytest
-from conftest import tiny_dataset
+from _helpers import tiny_dataset
 
 from segdend.errors import SegdendError
 from segdend.experiments import get_experiment, reproduce

@@ -23,6 +23,7 @@ and ``OUT/sweep.json`` (what was asked, and when) are written; see
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -33,8 +34,8 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -43,17 +44,27 @@ from segdend.config import RunConfig, apply_overrides, config_from_dict
 from segdend.errors import SegdendError
 
 __all__ = [
+    "BaseCondition",
     "Condition",
     "RunSpec",
     "SweepPlan",
     "SweepResult",
+    "Target",
+    "checkpoint_position",
     "condition_label",
+    "connect",
+    "describe_plan",
     "execute_run",
+    "final_test_error",
+    "limit_threads",
+    "local_cluster",
     "parse_grid",
     "plan_sweep",
     "resolve_target",
+    "run_lock",
     "run_state",
     "run_sweep",
+    "safe_name",
     "split_top_level",
 ]
 
@@ -122,20 +133,25 @@ def parse_grid(item: str) -> tuple[str, list[str]]:
         raise SegdendError(f"--grid {item!r} must look like section.key=value1,value2,...")
     key, _, raw = item.partition("=")
     key = key.strip()
-    values = split_top_level(raw)
-    if any(v == "" for v in values):
-        raise SegdendError(f"--grid {item!r} has an empty value; separate values with single commas")
-    if len(set(values)) != len(values):
-        raise SegdendError(f"--grid {item!r} lists a value twice")
-    _check_key(key, f"--grid {item}")
-    for v in values:  # unknown keys and unparsable values, with the config's own messages
-        apply_overrides({}, [f"{key}={v}"])
+    try:
+        values = split_top_level(raw)
+        if any(v == "" for v in values):
+            raise SegdendError("a value is empty; separate values with single commas")
+        if len(set(values)) != len(values):
+            raise SegdendError("a value is listed twice")
+        _check_key(key, "")
+        for v in values:  # unknown keys and unparsable values, with the config's own messages
+            apply_overrides({}, [f"{key}={v}"])
+    except SegdendError as err:
+        msg = str(err).replace(" in --set ", " in ").removeprefix(": ")
+        raise SegdendError(f"--grid {item}: {msg}") from None
     return key, values
 
 
 def _check_key(key: str, where: str) -> None:
     if key in RESERVED_KEYS:
-        raise SegdendError(f"{where}: {key} cannot be set in a sweep ({RESERVED_KEYS[key]})")
+        raise SegdendError(f"{where}: {key} cannot be set in a sweep ({RESERVED_KEYS[key]})"
+                           .removeprefix(": "))
 
 
 def _override_key(override: str) -> str:
@@ -188,13 +204,24 @@ def condition_label(assignments: Sequence[tuple[str, str]], *, full_keys: bool =
 
 
 @dataclass(frozen=True)
+class BaseCondition:
+    """One of an experiment's conditions: its preset, overrides and seed offset."""
+
+    preset: str
+    overrides: tuple[str, ...] = ()
+    seed_offset: int = 0
+
+
+@dataclass(frozen=True)
 class Target:
-    """What a sweep expands: a preset, optionally with an experiment's named conditions."""
+    """What a sweep expands: a preset, or an experiment's named conditions."""
 
     name: str
     kind: str  # "preset" or "experiment"
     preset: str
-    conditions: dict[str, list[str]] = field(default_factory=dict)
+    conditions: dict[str, BaseCondition] = field(default_factory=dict)
+    epochs: int | None = None
+    """The experiment's number of epochs (used when --epochs is not given)."""
 
 
 def _experiments_module() -> Any | None:
@@ -202,6 +229,9 @@ def _experiments_module() -> Any | None:
         import segdend.experiments as experiments
     except ImportError:
         return None
+    except Exception as err:  # noqa: BLE001 - a broken registry must not hide presets
+        raise SegdendError(f"cannot load the experiments (segdend.experiments): "
+                           f"{type(err).__name__}: {err}") from None
     return experiments if hasattr(experiments, "get_experiment") else None
 
 
@@ -211,7 +241,7 @@ def _experiment_names(module: Any) -> list[str]:
         if callable(fn):
             try:
                 names = fn()
-                return sorted(names.keys() if isinstance(names, Mapping) else names)
+                return list(names.keys() if isinstance(names, Mapping) else names)
             except Exception:  # noqa: BLE001 - only used for a hint
                 pass
     for attr in ("EXPERIMENTS", "REGISTRY", "experiments"):
@@ -232,16 +262,40 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def _condition_overrides(raw: Any, where: str) -> list[str]:
+def _as_overrides(raw: Any, where: str) -> list[str]:
     if isinstance(raw, Mapping):
         return [f"{k}={_literal(v)}" for k, v in raw.items()]
     if isinstance(raw, str):
         return [raw]
     try:
-        out = [str(x) for x in raw]
+        return [str(x) for x in raw]
     except TypeError:
         raise SegdendError(f"{where}: conditions must be lists of section.key=value") from None
-    return out
+
+
+def _experiment_target(name: str, exp: Any) -> Target:
+    """Read an experiment object defensively: ``.conditions`` and ``.preset`` are required;
+    ``condition_overrides(c)``, ``preset_for(c)``, ``seed_for(c, i)`` and ``epochs`` are used
+    when present."""
+    from segdend.presets import DEFAULT_PRESET
+
+    where = f"experiment {name!r}"
+    raw = getattr(exp, "conditions", None)
+    if not isinstance(raw, Mapping) or not raw:
+        raise SegdendError(f"{where} defines no conditions to sweep")
+    preset = getattr(exp, "preset", None) or DEFAULT_PRESET
+    conditions = {}
+    for cname, overrides in raw.items():
+        if callable(getattr(exp, "condition_overrides", None)):
+            overrides = exp.condition_overrides(cname)
+        cpreset = exp.preset_for(cname) if callable(getattr(exp, "preset_for", None)) else preset
+        offset = (int(exp.seed_for(cname, 0)) if callable(getattr(exp, "seed_for", None))
+                  else 0)
+        conditions[str(cname)] = BaseCondition(cpreset, tuple(_as_overrides(overrides, where)),
+                                               offset)
+    epochs = getattr(exp, "epochs", None)
+    return Target(name, "experiment", preset, conditions,
+                  epochs if isinstance(epochs, int) and epochs > 0 else None)
 
 
 def resolve_target(name: str) -> Target:
@@ -250,28 +304,22 @@ def resolve_target(name: str) -> Target:
     ``preset:NAME`` and ``experiment:NAME`` choose explicitly; a bare name is looked up among
     the presets first. Unknown names raise SegdendError listing what exists.
     """
-    from segdend.presets import DEFAULT_PRESET, list_presets
+    from segdend.presets import list_presets
 
     kind, _, bare = name.partition(":") if ":" in name else ("", "", name)
+    if kind not in ("", "preset", "experiment"):
+        raise SegdendError(f"{name!r}: the prefix must be preset: or experiment:")
     presets = list_presets()
     if kind in ("", "preset") and bare in presets:
         return Target(bare, "preset", bare)
     module = _experiments_module() if kind in ("", "experiment") else None
-    if kind not in ("", "preset", "experiment"):
-        raise SegdendError(f"{name!r}: the prefix must be preset: or experiment:")
     if module is not None:
         try:
             exp = module.get_experiment(bare)
         except (KeyError, LookupError, SegdendError):
             exp = None
         if exp is not None:
-            where = f"experiment {bare!r}"
-            raw = getattr(exp, "conditions", None)
-            if not isinstance(raw, Mapping) or not raw:
-                raise SegdendError(f"{where} defines no conditions to sweep")
-            conditions = {str(c): _condition_overrides(o, where) for c, o in raw.items()}
-            preset = getattr(exp, "preset", None) or DEFAULT_PRESET
-            return Target(bare, "experiment", preset, conditions)
+            return _experiment_target(bare, exp)
     hint = f"presets: {', '.join(presets)}"
     if module is not None:
         names = _experiment_names(module)
@@ -288,10 +336,13 @@ def resolve_target(name: str) -> Target:
 @dataclass(frozen=True)
 class Condition:
     name: str
+    preset: str
     base: tuple[str, ...]
     """The experiment condition's overrides (none for a preset)."""
     grid: tuple[str, ...]
     """The grid point's ``section.key=value`` overrides."""
+    seed_offset: int = 0
+    """Added to the sweep's seed to give the run's ``training.seed`` (experiments only)."""
 
     @property
     def overrides(self) -> tuple[str, ...]:
@@ -342,7 +393,9 @@ def plan_sweep(target: str, *, seeds: int = 1, seed_start: int = 0,
     The overrides of a run are applied in this order: the preset, ``config_file``, the
     experiment condition's overrides, the shortcut options (``mode``, ``epochs``, ...), ``sets``,
     the grid point's values, then its seed and directory. Without an experiment this is exactly
-    ``segdend train --preset P [--config F] <options> --set ... --set <grid values>``.
+    ``segdend train --preset P [--config F] <options> --set ... --set <grid values>``; with one,
+    it is the experiment's own order (its ``build_config``), and its ``epochs`` is the default
+    of ``epochs``.
     """
     from segdend.presets import _toml_literal, build_config
 
@@ -364,31 +417,32 @@ def plan_sweep(target: str, *, seeds: int = 1, seed_start: int = 0,
         clash = [s for s in sets if _override_key(s) == k]
         if clash:
             raise SegdendError(f"--set {clash[0]} conflicts with --grid {k}; drop one of them")
-    for cname, overrides in tgt.conditions.items():
-        for o in overrides:
+    for cname, base in tgt.conditions.items():
+        for o in base.overrides:
             _check_key(_override_key(o), f"experiment {tgt.name} condition {cname}")
     shorts = [k.split(".")[-1] for k in keys]
     full_keys = len(set(shorts)) != len(shorts)
 
-    base_conditions = list(tgt.conditions.items()) or [(None, [])]
+    base_conditions: list[tuple[str | None, BaseCondition]] = (
+        list(tgt.conditions.items()) or [(None, BaseCondition(tgt.preset))])
     grid_points = list(itertools.product(*[[(k, v) for v in vals] for k, vals in axes]))
     conditions: list[Condition] = []
-    for (cname, cover), point in itertools.product(base_conditions, grid_points):
+    for (cname, base), point in itertools.product(base_conditions, grid_points):
         parts = [safe_name(cname)] if cname is not None else []
         if point:
             parts.append(condition_label(point, full_keys=full_keys))
         name = ",".join(parts) if parts else safe_name(tgt.preset)
-        conditions.append(Condition(name, tuple(cover), tuple(f"{k}={v}" for k, v in point)))
+        conditions.append(Condition(name, base.preset, base.overrides,
+                                    tuple(f"{k}={v}" for k, v in point), base.seed_offset))
     names = [c.name for c in conditions]
     if len(set(names)) != len(names):  # values that only differ in unsafe characters
         conditions = [
-            Condition(f"{c.name}-{hashlib.sha1(repr(c.overrides).encode()).hexdigest()[:6]}"
-                      if names.count(c.name) > 1 else c.name, c.base, c.grid)
-            for c in conditions]
+            replace(c, name=f"{c.name}-{hashlib.sha1(repr(c.overrides).encode()).hexdigest()[:6]}")
+            if names.count(c.name) > 1 else c for c in conditions]
 
     out_dir = Path(out) if out is not None else Path("sweeps") / safe_name(tgt.name)
     out_dir = out_dir.expanduser().resolve()
-    shortcuts = {"model.mode": mode, "training.epochs": epochs,
+    shortcuts = {"model.mode": mode, "training.epochs": epochs or tgt.epochs,
                  "training.train_examples": train_examples,
                  "training.test_examples": test_examples,
                  "data.data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
@@ -399,10 +453,11 @@ def plan_sweep(target: str, *, seeds: int = 1, seed_start: int = 0,
     for cond in conditions:
         for seed in seed_list:
             run_dir = out_dir / cond.name / f"seed{seed}"
-            fixed = [f"training.seed={seed}", f"output.out={json.dumps(str(run_dir))}"]
+            fixed = [f"training.seed={seed + cond.seed_offset}",
+                     f"output.out={json.dumps(str(run_dir))}"]
             overrides = [*cond.base, *short, *sets, *cond.grid, *fixed]
             try:
-                cfg = build_config(tgt.preset, config_file=config_file, overrides=overrides)
+                cfg = build_config(cond.preset, config_file=config_file, overrides=overrides)
             except SegdendError as err:
                 raise SegdendError(f"condition {cond.name}: {err}") from None
             runs.append(RunSpec(cond.name, seed, str(run_dir), cfg.to_json()))
@@ -458,7 +513,7 @@ def run_state(config: RunConfig) -> tuple[str, str]:
                            f"asks for {want}; choose another --out")
     if status == "diverged":
         return "diverged", "the run diverged; delete its directory to try again"
-    return "resume", f"status {status}"
+    return "resume", f"it was left {status}"
 
 
 def checkpoint_position(run_dir: str | Path) -> dict[str, Any] | None:
@@ -541,17 +596,55 @@ def _event(topic: str | None, msg: dict[str, Any]) -> None:
         pass
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on a run for as long as a process works on it.
+
+    The lock is ``fcntl.flock`` on ``<condition dir>/.seed<k>.lock`` (outside the run directory,
+    which must stay a plain run directory): the kernel drops it when its process dies, so a
+    killed worker never leaves a stale lock, while two live sweeps over the same directory take
+    turns instead of writing the same run at once. Without ``fcntl`` (Windows) it does nothing.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir.parent / f".{run_dir.name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def execute_run(config_json: str, data_factory: DataFactory | None = None,
                 topic: str | None = None, label: str = "") -> dict[str, Any]:
     """Run (or resume, or skip) one sweep run where it stands; the Dask task.
 
     Returns a small record (never the weights): action, status, engine, final test error.
     """
-    from segdend.train import run_config
-
     config = config_from_dict(json.loads(config_json))
     limit_threads(config.training.threads)
     run_dir = Path(config.output.out or ".")
+
+    def waiting() -> None:
+        _event(topic, {"kind": "waiting", "run": label, "pid": os.getpid()})
+
+    with run_lock(run_dir, waiting):
+        return _execute_locked(config, run_dir, data_factory, topic, label)
+
+
+def _execute_locked(config: RunConfig, run_dir: Path, data_factory: DataFactory | None,
+                    topic: str | None, label: str) -> dict[str, Any]:
+    from segdend.train import run_config
+
     record: dict[str, Any] = {"run": label, "run_dir": str(run_dir), "pid": os.getpid(),
                               "host": platform.node()}
     action, why = run_state(config)
@@ -561,7 +654,8 @@ def execute_run(config_json: str, data_factory: DataFactory | None = None,
                 "test_error": final_test_error(run_dir, config.training.epochs)}
     if action == "new" and run_dir.is_dir():
         for p in run_dir.iterdir():
-            p.unlink()  # only start debris (run_state checked)
+            if p.is_file():
+                p.unlink()  # only start debris (run_state checked)
     at = checkpoint_position(run_dir) if action == "resume" else None
     _event(topic, {"kind": "started", "run": label, "action": action, "at": at,
                    "detail": why, "pid": os.getpid()})
@@ -646,16 +740,18 @@ class SweepResult:
 
 
 class _Monitor:
-    """Counts, event lines and (on a terminal) a live Rich table of the running runs."""
+    """Counts, event lines and progress: on a terminal a live Rich table of the running runs
+    (epoch and example from each run's checkpoint, last test error from its metrics.csv),
+    elsewhere a status line every ``status_every`` seconds."""
 
     def __init__(self, outcomes: list[RunOutcome], log: Callable[[str], None],
-                 console: Any | None, poll: float):
+                 console: Any | None, status_every: float = 60.0):
         self.outcomes = outcomes
         self._log = log
         self.console = console
-        self.poll = poll
+        self.status_every = status_every
         self.live = None
-        self.t0 = time.time()
+        self.t0 = self._last_status = time.time()
 
     def __enter__(self) -> _Monitor:
         if self.console is not None:
@@ -681,33 +777,44 @@ class _Monitor:
             out[o.state] += 1
         return out
 
-    def refresh(self) -> None:
+    def headline(self) -> str:
+        c = self.counts()
+        done = c["finished"] + c["skipped"]
+        return (f"runs: {done}/{len(self.outcomes)} done ({c['skipped']} skipped), "
+                f"{c['running']} running, {c['failed']} failed, {c['queued']} queued, "
+                f"{time.time() - self.t0:.0f} s")
+
+    def tick(self) -> None:
         if self.live is not None:
             self.live.update(self._render(), refresh=True)
+        elif self.status_every and time.time() - self._last_status >= self.status_every:
+            self._last_status = time.time()
+            running = [f"{o.spec.label} {self._progress(o)[0]}" for o in self.outcomes
+                       if o.state == "running"]
+            self._log(self.headline() + (f" [{'; '.join(running)}]" if running else ""))
+
+    @staticmethod
+    def _progress(o: RunOutcome) -> tuple[str, str]:
+        """``epoch e/E, example p/N`` of a running run, and its last test error."""
+        cfg = o.spec.config
+        pos = checkpoint_position(o.spec.run_dir) or {}
+        epoch = min(int(pos.get("epoch") or 0) + 1, cfg.training.epochs)
+        n_train = cfg.training.train_examples
+        last = final_test_error(o.spec.run_dir)
+        return (f"epoch {epoch}/{cfg.training.epochs}, example {pos.get('position') or 0}"
+                + (f"/{n_train}" if n_train else ""),
+                "-" if last is None else f"{last:.2f}%")
 
     def _render(self) -> Any:
         from rich.table import Table
 
-        c = self.counts()
-        done = c["finished"] + c["skipped"]
-        title = (f"runs: {done}/{len(self.outcomes)} done ({c['skipped']} skipped), "
-                 f"{c['running']} running, {c['failed']} failed, {c['queued']} queued, "
-                 f"{time.time() - self.t0:.0f} s")
-        table = Table("run", "worker", "epoch", "examples", "last test error", "time",
-                      title=title, title_justify="left", box=None)
+        table = Table("run", "worker", "progress (last checkpoint)", "last test error",
+                      "time", title=self.headline(), title_justify="left", box=None)
         for o in self.outcomes:
-            if o.state != "running":
-                continue
-            cfg = o.spec.config
-            pos = checkpoint_position(o.spec.run_dir) or {}
-            epoch = int(pos.get("epoch") or 0)
-            n_train = cfg.training.train_examples
-            last = final_test_error(o.spec.run_dir)
-            table.add_row(
-                o.spec.label, o.worker.rsplit("/", 1)[-1],
-                f"{min(epoch + 1, cfg.training.epochs)}/{cfg.training.epochs}",
-                f"{pos.get('position') or 0}" + (f"/{n_train}" if n_train else ""),
-                "-" if last is None else f"{last:.2f}%", f"{time.time() - o.started:.0f} s")
+            if o.state == "running":
+                where, last = self._progress(o)
+                table.add_row(o.spec.label, o.worker.rsplit("/", 1)[-1], where, last,
+                              f"{time.time() - o.started:.0f} s")
         return table
 
 
@@ -719,7 +826,7 @@ def _short_error(exc: BaseException) -> str:
 def run_sweep(plan: SweepPlan, *, client: Any | None = None, scheduler: str | None = None,
               workers: int | None = None, data_factory: DataFactory | None = None,
               retries: int = 2, log: Callable[[str], None] | None = None,
-              console: Any | None = None, poll: float = 0.5,
+              console: Any | None = None, poll: float = 0.5, status_every: float = 60.0,
               command: Sequence[str] | None = None) -> SweepResult:
     """Run a planned sweep and write its summary.
 
@@ -740,7 +847,10 @@ def run_sweep(plan: SweepPlan, *, client: Any | None = None, scheduler: str | No
     log : callable
         Receives one line per event (run started, resumed, finished, failed, retried).
     console : rich.console.Console, optional
-        Show a live table of the running runs on this console (events are printed above it).
+        Show a live table of the running runs on this console (events are printed above it);
+        without one, a status line goes to ``log`` every ``status_every`` seconds (0: never).
+    poll : float
+        Seconds between looks at the futures, the events and the run directories.
     command : list of str, optional
         The command line, recorded in sweep.json.
     """
@@ -766,25 +876,28 @@ def run_sweep(plan: SweepPlan, *, client: Any | None = None, scheduler: str | No
     for o in outcomes:
         if o.state == "failed":
             emit(f"not rerun: {o.spec.label}: {o.error}")
+    monitor = _Monitor(outcomes, emit, console, status_every)
     if todo:
         own_cluster = None
-        if client is None:
-            client, own_cluster = connect(scheduler, workers, plan.max_threads)
         try:
-            _execute(client, todo, outcomes, data_factory, retries, emit, console, poll)
+            if client is None:
+                client, own_cluster = connect(scheduler, workers, plan.max_threads)
+            _execute(client, todo, data_factory, retries, monitor, poll)
+        except BaseException as err:
+            state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            write_sweep_json(plan, command, state=state, counts=monitor.counts())
+            raise
         finally:
             if own_cluster is not None:
                 client.close()
                 own_cluster.close()
     runs, summary, files = write_reports(plan, {o.spec.label: o for o in outcomes})
-    write_sweep_json(plan, command, state="done", counts=_Monitor(outcomes, emit, None, 0)
-                     .counts())
+    write_sweep_json(plan, command, state="done", counts=monitor.counts())
     return SweepResult(plan, runs, summary, files)
 
 
-def _execute(client: Any, todo: list[RunOutcome], outcomes: list[RunOutcome],
-             data_factory: DataFactory | None, retries: int, emit: Callable[[str], None],
-             console: Any | None, poll: float) -> None:
+def _execute(client: Any, todo: list[RunOutcome], data_factory: DataFactory | None,
+             retries: int, mon: _Monitor, poll: float) -> None:
     from distributed import as_completed
 
     topic = f"segdend-sweep-{uuid.uuid4().hex[:12]}"
@@ -807,12 +920,15 @@ def _execute(client: Any, todo: list[RunOutcome], outcomes: list[RunOutcome],
         for o in todo:
             futures[submit(o)] = o
         pending = as_completed(list(futures), loop=client.loop)
-        with _Monitor(outcomes, emit, console, poll) as mon:
+        with mon:
             while not pending.is_empty() or events:
                 while events:
                     ev = events.pop(0)
                     o = by_label.get(ev.get("run", ""))
-                    if o is None or ev.get("kind") != "started" or o.state in ("finished", "failed"):
+                    if o is None or o.state in ("finished", "failed", "skipped"):
+                        continue
+                    if ev.get("kind") == "waiting":
+                        mon.say(f"waiting for {o.spec.label}: another process is working on it")
                         continue
                     o.state, o.worker, o.started = "running", str(ev.get("worker", "")), time.time()
                     at = ev.get("at") or {}
@@ -853,7 +969,7 @@ def _execute(client: Any, todo: list[RunOutcome], outcomes: list[RunOutcome],
                         o.state = "failed"
                         mon.say(f"failed {o.spec.label}: {o.error}")
                     fut.release()
-                mon.refresh()
+                mon.tick()
                 if not pending.is_empty():
                     time.sleep(poll)
     except BaseException:
@@ -868,9 +984,9 @@ def _execute(client: Any, todo: list[RunOutcome], outcomes: list[RunOutcome],
 
 def describe_plan(plan: SweepPlan) -> Iterable[str]:
     """Lines describing a plan (for ``--dry-run``)."""
-    yield f"{plan.target.kind} {plan.target.name} (preset {plan.target.preset}), out {plan.out}"
+    yield f"{plan.target.kind} {plan.target.name}, out {plan.out}"
     for c in plan.conditions:
-        yield f"  {c.name}: {' '.join(c.overrides) or '(preset as is)'}"
+        yield f"  {c.name}: preset {c.preset} {' '.join(c.overrides)}".rstrip()
     yield f"  seeds {', '.join(map(str, plan.seeds))}: {len(plan.runs)} runs"
     for spec in plan.runs:
         state, why = run_state(spec.config)

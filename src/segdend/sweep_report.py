@@ -22,7 +22,7 @@ from segdend.checkpoint import atomic_write_bytes, atomic_write_text
 if TYPE_CHECKING:
     from segdend.sweep import SweepPlan
 
-RUN_COLUMNS = ("condition", "seed", "status", "action", "attempts", "epochs", "epochs_done",
+RUN_COLUMNS = ("condition", "seed", "training_seed", "status", "action", "attempts", "epochs", "epochs_done",
                "test_error", "engine", "seconds", "run_dir", "error")
 SUMMARY_COLUMNS = ("condition", "overrides", "seeds", "seed_list", "failed", "epochs",
                    "test_error_mean", "test_error_sd", "test_error_min", "test_error_max")
@@ -60,7 +60,8 @@ def run_records(plan: SweepPlan, outcomes: Mapping[str, Any] | None = None
         o = (outcomes or {}).get(spec.label)
         seconds = sum(float(r.get("seconds") or 0) for r in rows)
         out.append({
-            "condition": spec.condition, "seed": spec.seed, "status": status,
+            "condition": spec.condition, "seed": spec.seed,
+            "training_seed": spec.config.training.seed, "status": status,
             "action": getattr(o, "record", {}).get("action") or getattr(o, "action", ""),
             "attempts": getattr(o, "attempts", 0), "epochs": epochs, "epochs_done": len(rows),
             "test_error": err, "engine": _engine(run_dir), "seconds": round(seconds, 3),
@@ -87,7 +88,9 @@ def summarise(plan: SweepPlan, runs: Sequence[Mapping[str, Any]]) -> list[dict[s
         errs = [float(r["test_error"]) for r in mine if r["test_error"] is not None]
         seeds = [r["seed"] for r in mine if r["test_error"] is not None]
         rows.append({
-            "condition": cond.name, "overrides": "; ".join(cond.overrides),
+            "condition": cond.name,
+            "overrides": "; ".join(([f"preset={cond.preset}"] if cond.preset != plan.target.preset
+                                    else []) + list(cond.overrides)),
             "seeds": len(errs), "seed_list": " ".join(map(str, seeds)),
             "failed": len(mine) - len(errs),
             "epochs": mine[0]["epochs"] if mine else "",
@@ -190,7 +193,8 @@ def write_sweep_json(plan: SweepPlan, command: Sequence[str] | None, *, state: s
         "command": list(command) if command else None,
         "target": plan.target.name, "kind": plan.target.kind, "preset": plan.target.preset,
         "options": plan.options,
-        "conditions": {c.name: list(c.overrides) for c in plan.conditions},
+        "conditions": {c.name: {"preset": c.preset, "overrides": list(c.overrides)}
+                       for c in plan.conditions},
         "seeds": plan.seeds,
         "runs": [{"condition": r.condition, "seed": r.seed,
                   "run_dir": str(Path(r.run_dir).relative_to(plan.out))} for r in plan.runs],

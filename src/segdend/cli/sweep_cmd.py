@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from segdend.cli.app import app, console, report_errors, say
 from segdend.errors import SegdendError
 
-SetOpt = Annotated[Optional[list[str]], typer.Option(
+SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a config field in every run: section.key=value (TOML), repeatable.")]
-GridOpt = Annotated[Optional[list[str]], typer.Option(
+GridOpt = Annotated[list[str] | None, typer.Option(
     "--grid", help="A sweep axis: section.key=v1,v2,... (TOML values; commas inside brackets "
     "are kept, e.g. training.eta=[0.1,0.1],[0.2,0.2]); repeatable, axes multiply.")]
 
@@ -28,27 +28,27 @@ def sweep(
     seed_start: Annotated[int, typer.Option(help="First seed (seeds are consecutive).")] = 0,
     set_: SetOpt = None,
     grid: GridOpt = None,
-    scheduler: Annotated[Optional[str], typer.Option(
+    scheduler: Annotated[str | None, typer.Option(
         help="Address of a running Dask scheduler (tcp://host:8786); default: a local "
         "cluster.")] = None,
-    workers: Annotated[Optional[int], typer.Option(
+    workers: Annotated[int | None, typer.Option(
         help="Worker processes of the local cluster (default: one per core).")] = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         help="Sweep directory (default sweeps/<target>); runs go to OUT/<condition>/seed<k>.")
     ] = None,
-    config: Annotated[Optional[Path], typer.Option(
+    config: Annotated[Path | None, typer.Option(
         help="A TOML config file (applied after the preset).")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="spiking or rate.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs.")] = None,
-    train_examples: Annotated[Optional[int], typer.Option(
+    mode: Annotated[str | None, typer.Option(help="spiking or rate.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+    train_examples: Annotated[int | None, typer.Option(
         help="Use only the first N training images.")] = None,
-    test_examples: Annotated[Optional[int], typer.Option(
+    test_examples: Annotated[int | None, typer.Option(
         help="Test on the first N test images.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(
+    data_dir: Annotated[Path | None, typer.Option(
         help="Directory with the four MNIST IDX files (must be readable by every worker).")
     ] = None,
-    engine: Annotated[Optional[str], typer.Option(help="auto, numba, torch or reference.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+    engine: Annotated[str | None, typer.Option(help="auto, numba, torch or reference.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
     retries: Annotated[int, typer.Option(
         help="Resubmissions of a run lost to a crash (each resumes from its checkpoint).")] = 2,
     dry_run: Annotated[bool, typer.Option(
