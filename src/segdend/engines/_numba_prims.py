@@ -6,27 +6,29 @@ are written, by :func:`jit_from`, which gives the compiled copy the compiled ver
 helpers it calls (``sigmoid`` inside ``rate``, ``mix64`` inside ``uniform``, ...). Two things are
 new, both for speed in the per-step loops:
 
-- :func:`fast_exp`, a vectorisable ``exp`` (this machine's Numba has no SVML, so ``math.exp`` is
-  a scalar library call that would cost more than the rest of a step). It is accurate to one
-  unit in the last place; :data:`rate_fast` is ``dynamics.rate`` compiled with it.
+- :func:`fast_exp`, a vectorisable ``exp`` (Numba without Intel's SVML compiles ``math.exp``
+  to a scalar library call, which would cost more than the rest of a step). It is accurate to
+  one unit in the last place; :data:`rate_fast` is ``dynamics.rate`` compiled with it.
 - :func:`poisson_tail`, the scalar form of ``dynamics.poisson_from_uniform`` (same inverse-CDF
   arithmetic, one unit at a time).
 
-Compiled copies are not cached on disk themselves (``cache=False``): the engine's kernels, which
-are, carry their machine code. Numba checks only a cached kernel's own source file, so after
-editing dynamics.py, plasticity.py or rng.py delete the ``engines/__pycache__/_numba_*.nb?``
-files (or set ``NUMBA_CACHE_DIR``) to force a recompilation.
+Compiled copies are not cached on disk themselves: the engine's kernels, which are (see
+:func:`cached_njit`), carry their machine code, and their cache is invalidated by an edit of
+any of the modules compiled into them, not only of their own file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import types
+from pathlib import Path
 
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types as nbtypes
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from segdend import dynamics as dyn
@@ -51,6 +53,56 @@ def jit_from(fn, **callees):
     clone.__module__ = fn.__module__
     clone.__doc__ = fn.__doc__
     return numba.njit(cache=False, **JIT_OPTIONS)(clone)
+
+
+def _sources_digest() -> str:
+    """Digest of the sources compiled into the kernels besides their own file."""
+    h = hashlib.sha256()
+    for module in (dyn, plasticity, rng):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
+def cached_njit(**options):
+    """``numba.njit(cache=True, **options)``, with the on-disk cache also keyed on the sources
+    of dynamics.py, plasticity.py, rng.py and this module (Numba by itself checks only the
+    kernel's file, so an edited equation would otherwise keep running from a stale cache).
+    Falls back to Numba's own cache if its internals differ from those of Numba 0.58-0.68."""
+
+    def decorate(fn):
+        kernel = numba.njit(cache=True, **options)(fn)
+        try:
+            from numba.core.caching import CompileResultCacheImpl, FunctionCache
+        except ImportError:
+            return kernel
+        digest = _sources_digest()
+
+        class Locator:
+            def __init__(self, inner):
+                self._inner = inner
+
+            def __getattr__(self, name):
+                return getattr(self._inner, name)
+
+            def get_source_stamp(self):
+                return (self._inner.get_source_stamp(), digest)
+
+        class Impl(CompileResultCacheImpl):
+            def __init__(self, py_func):
+                super().__init__(py_func)
+                self._locator = Locator(self._locator)
+
+        class Cache(FunctionCache):
+            _impl_class = Impl
+
+        try:
+            kernel._cache = Cache(kernel.py_func)
+        except Exception:  # noqa: BLE001 - keep Numba's own cache
+            pass
+        return kernel
+
+    return decorate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,38 +136,55 @@ def _int64_bits_as_float64(typingctx, x):
     return sig, codegen
 
 
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` with one rounding (LLVM's fma; one instruction where the CPU has FMA)."""
+    sig = nbtypes.float64(nbtypes.float64, nbtypes.float64, nbtypes.float64)
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.DoubleType(), [ir.DoubleType()] * 3)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split in two (Cody-Waite): _LN2_HI has zero
+_LN2_LO = 1.90821492927058770002e-10  # low bits, so n * _LN2_HI is exact for |n| < 2**11
 _INV_LN2 = 1.44269504088896338700e00
+# exp(r) on |r| <= ln(2)/2: interpolation at the 12 Chebyshev nodes, computed in 50-digit
+# arithmetic (mpmath) and rounded to double; interpolation error < 5e-18 relative.
+_E0, _E1, _E2, _E3 = 1.0, 1.0, 0.5000000000000019, 0.1666666666666668
+_E4, _E5, _E6, _E7 = (0.0416666666664881, 0.008333333333319601, 0.0013888888952314775,
+                      0.00019841269890047113)
+_E8, _E9, _E10, _E11 = (2.4801485482328494e-05, 2.755724091857897e-06, 2.763263963904103e-07,
+                        2.5110037605963777e-08)
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
 def fast_exp(x):
-    """``exp(x)`` to one ulp, branch-free so loops calling it vectorise.
+    """``exp(x)`` to within one ulp, branch-free so loops calling it vectorise.
 
-    ``x = n ln2 + r`` with ``|r| <= ln2/2`` (Cody-Waite), ``exp(r)`` by its Taylor polynomial of
-    degree 13 (truncation error < 2e-17), times ``2**n`` built from the exponent bits. Inputs
-    are clamped to [-708, 709] (the result then saturates near 0 or 8e307 instead of reaching
-    0 or inf); NaN stays NaN.
+    ``x = n ln2 + r`` with ``|r| <= ln2/2``, ``exp(r)`` by a degree-11 polynomial (Horner with
+    fused multiply-adds), times ``2**n`` built from the exponent bits. Inputs are clamped to
+    [-708, 709] (the result then saturates near 0 or 8e307 instead of reaching 0 or inf);
+    NaN stays NaN.
     """
     xc = x if x > -708.0 else -708.0
     xc = xc if xc < 709.0 else 709.0
-    n = math.floor(xc * _INV_LN2 + 0.5)
-    r = (xc - n * _LN2_HI) - n * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    n = math.floor(fma(xc, _INV_LN2, 0.5))
+    r = fma(-n, _LN2_LO, fma(-n, _LN2_HI, xc))
+    p = fma(_E11, r, _E10)
+    p = fma(p, r, _E9)
+    p = fma(p, r, _E8)
+    p = fma(p, r, _E7)
+    p = fma(p, r, _E6)
+    p = fma(p, r, _E5)
+    p = fma(p, r, _E4)
+    p = fma(p, r, _E3)
+    p = fma(p, r, _E2)
+    p = fma(p, r, _E1)
+    p = fma(p, r, _E0)
     res = p * _int64_bits_as_float64((np.int64(n) + 1023) << 52)
     return res if x == x else x
 
@@ -134,6 +203,7 @@ rate = jit_from(dyn.rate, sigmoid=sigmoid)
 plateau = jit_from(dyn.plateau, sigmoid=sigmoid)
 sigmoid_fast = jit_from(dyn.sigmoid, np=_fast_numpy)  # scalars only
 rate_fast = jit_from(dyn.rate, sigmoid=sigmoid_fast)  # scalars only
+plateau_fast = jit_from(dyn.plateau, sigmoid=sigmoid_fast)  # scalars only
 hidden_soma_step = jit_from(dyn.hidden_soma_step)
 output_soma_step = jit_from(dyn.output_soma_step)
 teaching_current = jit_from(dyn.teaching_current)
@@ -146,9 +216,14 @@ plateau_delay = jit_from(dyn.plateau_delay)
 @numba.njit(inline="always", **JIT_OPTIONS)
 def poisson_tail(rate, u, p):
     """``dynamics.poisson_from_uniform`` for one unit, given ``p = exp(-rate)``: the smallest
-    k with ``P(N <= k) > u``, by the same recurrence (``p *= rate / k``, ``cdf += p``)."""
+    k with ``P(N <= k) > u``, by the same recurrence (``p = p * rate / k``, ``cdf += p``;
+    for k = 1 the division by 1.0 is exact and left out)."""
     cdf = p
-    k = 0.0
+    if not (u >= cdf and p > 0.0):
+        return 0.0
+    k = 1.0
+    p = p * rate
+    cdf = cdf + p
     while u >= cdf and p > 0.0:
         k += 1.0
         p = p * rate / k

@@ -15,6 +15,8 @@ leaves the arithmetic's value unchanged beyond rounding.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -47,7 +49,7 @@ def unsupported_reason(config: RunConfig) -> str | None:
 
 
 _RULES = {"local": 0, "backprop": 1, "feedback_alignment": 2}
-_FEEDBACK = {"random": sim.RATE, "symmetric": sim.SYMMETRIC, "noisy_symmetric": sim.NOISY}
+_FEEDBACK = {"random": sim.RANDOM, "symmetric": sim.SYMMETRIC, "noisy_symmetric": sim.NOISY}
 
 
 class NumbaEngine:
@@ -96,11 +98,21 @@ class NumbaEngine:
         is_source = np.zeros(top + 1, dtype=np.bool_)
         is_source[src[1:top]] = True
         eta_fb = tr.eta_feedback if tr.eta_feedback is not None else ()
+        taps = int(model.kernel_taps)
+        kappa = np.ascontiguousarray(c.kappa, dtype=np.float64)
+        # The truncated kernel is summed by recursion when it is the two-exponential kernel
+        # (as dynamics.psp_kernel_taps makes it); any other shape, tap by tap.
+        k = np.arange(1, taps + 1)
+        two_exp = (c.decay_L**k - c.decay_s**k) / c.tau_gap
+        recursive = (not c.exact_kernel
+                     and bool(np.allclose(kappa, two_exp, rtol=1e-12, atol=0.0)))
         return sim.Cfg(
             sizes=sizes, noff=noff, woff=woff, yoff=yoff, src=src, is_source=is_source,
-            taps=int(model.kernel_taps), kappa=np.ascontiguousarray(c.kappa, dtype=np.float64),
-            exact=bool(c.exact_kernel), decay_L=float(c.decay_L), decay_s=float(c.decay_s),
-            tau_gap=float(c.tau_gap), phi_max=float(c.phi_max), dt=float(c.dt),
+            taps=taps, kappa=kappa, exact=bool(c.exact_kernel), recursive=recursive,
+            decay_L=float(c.decay_L), decay_s=float(c.decay_s),
+            cut_L=float(c.decay_L**(taps + 1)), cut_s=float(c.decay_s**(taps + 1)),
+            tau_gap=float(c.tau_gap), phi_max=float(c.phi_max),
+            spike_floor=math.exp(-c.phi_max) * (1.0 - 1e-9), dt=float(c.dt),
             g_L=float(c.g_L), g_B=float(c.g_B), g_A=float(c.g_A), g_D=float(c.g_D),
             E_E=float(c.E_E), E_I=float(c.E_I), k_B=float(c.k_B), k_D=float(c.k_D),
             P_hidden=float(c.P_hidden), P_out=float(c.P_out),
@@ -119,29 +131,36 @@ class NumbaEngine:
 
     def _pack(self, params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         check_shapes(self.model, params)
-        WT = np.concatenate([np.ascontiguousarray(w.T).reshape(-1) for w in params.W])
-        B = np.concatenate([np.zeros(self.sizes[0]), *[np.asarray(b, dtype=np.float64)
-                                                       for b in params.b]])
-        YT = np.concatenate([np.zeros(0), *[np.ascontiguousarray(y.T).reshape(-1)
-                                            for y in params.Y]])
+        cfg, sizes = self.cfg, self.sizes
+        WT = np.empty(int(cfg.woff[-1]))
+        for m, w in enumerate(params.W):
+            view = WT[cfg.woff[m]:cfg.woff[m + 1]].reshape(sizes[m], sizes[m + 1])
+            sim.transpose_into(np.asarray(w, dtype=np.float64), view)
+        B = np.concatenate([np.zeros(sizes[0]), *[np.asarray(b, dtype=np.float64)
+                                                  for b in params.b]])
+        YT = np.empty(sum(y.size for y in params.Y))
+        for m, y in enumerate(params.Y):
+            l = m + 1
+            view = YT[cfg.yoff[l]:cfg.yoff[l] + y.size].reshape(sizes[cfg.src[l]], sizes[l])
+            sim.transpose_into(np.asarray(y, dtype=np.float64), view)
         return WT, B, YT
 
     def _unpack(self, params: Params, WT: np.ndarray, B: np.ndarray, YT: np.ndarray) -> None:
-        cfg = self.cfg
+        cfg, sizes = self.cfg, self.sizes
         for m, w in enumerate(params.W):
-            n_in, n_out = self.sizes[m], self.sizes[m + 1]
-            w[...] = WT[cfg.woff[m]:cfg.woff[m] + n_in * n_out].reshape(n_in, n_out).T
+            sim.transpose_into(
+                WT[cfg.woff[m]:cfg.woff[m + 1]].reshape(sizes[m], sizes[m + 1]), w)
             params.b[m][...] = B[cfg.noff[m + 1]:cfg.noff[m + 2]]
         for m, y in enumerate(params.Y):
             l = m + 1
-            n, ns = self.sizes[l], self.sizes[cfg.src[l]]
-            y[...] = YT[cfg.yoff[l]:cfg.yoff[l] + n * ns].reshape(ns, n).T
+            sim.transpose_into(
+                YT[cfg.yoff[l]:cfg.yoff[l] + y.size].reshape(sizes[cfg.src[l]], sizes[l]), y)
 
     def _load_state(self, state: State) -> sim.Net:
         a, cfg, taps = state.arrays, self.cfg, self.model.kernel_taps
         n_all = int(cfg.noff[-1])
         net = sim.Net(np.zeros(n_all), np.zeros(n_all), np.zeros(n_all), np.zeros(n_all),
-                      np.zeros(n_all), np.zeros((taps, n_all)), np.zeros((taps, n_all)),
+                      np.zeros(n_all), np.zeros((taps, n_all)), np.zeros((taps + 1, n_all)),
                       np.zeros(n_all), np.zeros(n_all), np.zeros(1, dtype=np.int64))
         for l in range(self.top + 1):
             sl = slice(cfg.noff[l], cfg.noff[l + 1])
@@ -182,18 +201,22 @@ class NumbaEngine:
         n_hidden = self.model.n_hidden_layers
         out = TrainResult(np.zeros(n), np.zeros((n, n_hidden)), np.zeros(n, dtype=bool))
         angle = "bp_angle" in record
+        parts = np.zeros((n, n_hidden if angle else 0, 3))
+        ubar_f = np.zeros((n if "ubar_f" in record else 0, self.model.layers[-1]))
         if n == 0:
             if angle:
                 out.records["bp_angle"] = np.zeros((0, n_hidden))
+            if "ubar_f" in record:
+                out.records["ubar_f"] = ubar_f
             return out
-        parts = np.zeros((n, n_hidden if angle else 0, 3))
-        pixels = np.ascontiguousarray(batch.pixels, dtype=np.float64).reshape(n, -1)
+        pixels = np.ascontiguousarray(batch.pixels, dtype=np.float64).reshape(
+            n, self.model.n_inputs)
         labels = np.ascontiguousarray(batch.labels, dtype=np.int64)
         noise_keys = np.ascontiguousarray(batch.noise_keys, dtype=np.uint64)
         WT, B, YT = self._pack(params)
         if self.model.mode == "rate":
             sim.train_rate(self.cfg, WT, B, YT, pixels, labels, noise_keys, out.loss_out,
-                           out.loss_hidden, out.correct, parts)
+                           out.loss_hidden, out.correct, parts, ubar_f)
         else:
             lengths = np.ascontiguousarray(batch.lengths, dtype=np.int64).reshape(n, 2)
             windows = np.array([[dyn.integration_window(self.phases, int(T)) for T in row]
@@ -202,22 +225,25 @@ class NumbaEngine:
             sim.train_spiking(self.cfg, WT, B, YT, net, pixels, labels, lengths, windows,
                               np.ascontiguousarray(batch.keys, dtype=np.uint64),
                               np.ascontiguousarray(batch.plateau_keys, dtype=np.uint64),
-                              noise_keys, out.loss_out, out.loss_hidden, out.correct, parts)
+                              noise_keys, out.loss_out, out.loss_hidden, out.correct, parts,
+                              ubar_f)
             self._store_state(state, net)
         self._unpack(params, WT, B, YT)
         if angle:
             out.records["bp_angle"] = _angles(parts)
+        if "ubar_f" in record:
+            out.records["ubar_f"] = ubar_f
         return out
 
     def test(self, params: Params, pixels: np.ndarray, keys: np.ndarray,
              hidden: bool = False) -> TestResult:
         pixels = np.ascontiguousarray(pixels, dtype=np.float64)
         n = pixels.shape[0]
-        pixels = pixels.reshape(n, -1)
+        pixels = pixels.reshape(n, self.model.n_inputs)
         n_top = self.model.layers[-1]
         n_hid = int(sum(self.model.layers[:-1]))
         out_v = np.zeros((n, n_top))
-        rates = np.zeros((n, n_hid))
+        rates = np.zeros((n if hidden else 0, n_hid))
         if n > 0:
             WT, B, YT = self._pack(params)
             blocks = min(n, 4 * self.threads)
