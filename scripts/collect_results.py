@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     runs, results = Path(args.runs), Path(args.results)
     done = []
-    for exp_id, epochs, conds in PLAN:
+    for exp_id, epochs, _conds in PLAN:
         exp = get_experiment(exp_id)
         opts = options(exp_id, epochs, args.data_dir, runs)
         out = opts.pop("out")

@@ -34,7 +34,9 @@ def test_mode_switch_and_overrides_are_typed():
 
 def test_config_is_frozen_and_round_trips_through_json():
     cfg = build_config("paper-h2")
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
         cfg.training.epochs = 3  # type: ignore[misc]
     import json
     again = config_from_dict(json.loads(cfg.to_json()))

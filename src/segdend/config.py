@@ -99,6 +99,9 @@ class ModelConfig(_Section):
             raise ValueError(f"feedback_sparsity must be in [0, 1); got {self.feedback_sparsity}")
         if self.feedback_sparse_gain is not None:
             _finite("feedback_sparse_gain", self.feedback_sparse_gain, positive=True)
+        if self.n_hidden_layers > 14 or max(self.layers) >= 1 << 24 or self.n_inputs >= 1 << 24:
+            raise ValueError("layers supports at most 15 layers of fewer than 2**24 units "
+                             "(the random-stream counters' layout)")
         if self.mode == "rate" and self.g_A != 0:
             raise ValueError(
                 "rate mode has no apical->soma coupling (somata at steady state); "
@@ -221,6 +224,16 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _cross(self) -> RunConfig:
+        m, ph = self.model, self.phases
+        if m.plateau_times == "random" and m.mode == "spiking":
+            first = ph.min_length - 1 - m.plateau_time_max  # the earliest plateau step
+            need = ph.window - 1 if ph.integration == "last" else ph.settle
+            if first < need:
+                raise ValueError(
+                    f"random plateau times up to {m.plateau_time_max} steps before a phase's "
+                    f"end leave too little of a {ph.min_length}-step phase for the integration "
+                    "window; raise phases.min_length or lower model.plateau_time_max"
+                )
         n = len(self.model.layers)
         if len(self.training.eta) != n:
             raise ValueError(
