@@ -336,6 +336,15 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def toml_literal(value: Any) -> str:
+    """A Python scalar as the TOML value of a ``section.key=value`` override."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides to a config dictionary.
 

@@ -11,7 +11,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from segdend.config import RunConfig, apply_overrides, config_from_dict, deep_merge, load_toml
+from segdend.config import (
+    RunConfig,
+    apply_overrides,
+    config_from_dict,
+    deep_merge,
+    load_toml,
+    toml_literal,
+)
 from segdend.errors import SegdendError
 
 DEFAULT_PRESET = "paper-h1"
@@ -53,14 +60,6 @@ def build_config(preset: str | None = DEFAULT_PRESET, *, config_file: str | Path
     data: dict[str, Any] = preset_dict(preset) if preset else {}
     if config_file is not None:
         data = deep_merge(data, load_toml(config_file))
-    short = [f"{k}={_toml_literal(v)}" for k, v in shortcuts.items() if v is not None]
+    short = [f"{k}={toml_literal(v)}" for k, v in shortcuts.items() if v is not None]
     data = apply_overrides(data, short + list(overrides or []))
     return config_from_dict(data)
-
-
-def _toml_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

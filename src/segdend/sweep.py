@@ -397,7 +397,8 @@ def plan_sweep(target: str, *, seeds: int = 1, seed_start: int = 0,
     it is the experiment's own order (its ``build_config``), and its ``epochs`` is the default
     of ``epochs``.
     """
-    from segdend.presets import _toml_literal, build_config
+    from segdend.config import toml_literal
+    from segdend.presets import build_config
 
     if seeds < 1:
         raise SegdendError(f"--seeds must be >= 1; got {seeds}")
@@ -447,7 +448,7 @@ def plan_sweep(target: str, *, seeds: int = 1, seed_start: int = 0,
                  "training.test_examples": test_examples,
                  "data.data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
                  "training.engine": engine, "training.device": device}
-    short = [f"{k}={_toml_literal(v)}" for k, v in shortcuts.items() if v is not None]
+    short = [f"{k}={toml_literal(v)}" for k, v in shortcuts.items() if v is not None]
     seed_list = list(range(seed_start, seed_start + seeds))
     runs: list[RunSpec] = []
     for cond in conditions:

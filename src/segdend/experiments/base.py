@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segdend.config import RunConfig
+from segdend.config import RunConfig, toml_literal
 from segdend.errors import SegdendError
 
 RunDirs = dict[str, list[Path]]
@@ -112,7 +112,7 @@ class Experiment:
         from segdend.presets import build_config
 
         shortcuts = {**shortcuts, "training.seed": self.seed_for(condition, seed_index)}
-        short = [f"{k}={_toml_literal(v)}" for k, v in shortcuts.items() if v is not None]
+        short = [f"{k}={toml_literal(v)}" for k, v in shortcuts.items() if v is not None]
         return build_config(self.preset_for(condition),
                             overrides=[*self.condition_overrides(condition), *short,
                                        *overrides])
@@ -133,14 +133,6 @@ class Experiment:
         if condition not in self.conditions:
             raise SegdendError(f"experiment {self.id} has no condition {condition!r}; its "
                                f"conditions are {', '.join(self.conditions)}")
-
-
-def _toml_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 _REGISTRY: dict[str, Experiment] = {}
