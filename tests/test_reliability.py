@@ -260,7 +260,7 @@ def test_bad_config_values(cli, tmp_path, args, pattern):
 
 def test_unknown_experiment(cli):
     _register()
-    names = [c.name for c in app.registered_commands]
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
     if "reproduce" not in names:
         pytest.skip("the reproduce command is not installed")
     check_clean_error(cli.invoke(app, ["reproduce", "no-such-experiment"]), "unknown")
