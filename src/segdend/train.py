@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import signal
 import time
 from collections.abc import Callable
@@ -492,6 +491,3 @@ def run_config(config: RunConfig, *, resume: bool = False, progress: bool = Fals
     write_run_info(run_dir, config, trainer.engine.name, result.status)
     return result
 
-
-def metrics_json(result: RunResult) -> str:
-    return json.dumps(result.metrics, indent=2)
