@@ -87,3 +87,16 @@ def test_any_toml_text_loads_or_raises_the_project_error(text):
         config_from_toml_text(text)
     except SegdendError as err:
         assert str(err)
+
+
+def test_engine_selection():
+    from segdend.engines.registry import resolve_engine_name
+
+    assert resolve_engine_name(build_config("paper-h1")) == "numba"
+    assert resolve_engine_name(build_config("paper-h1", overrides=['training.dtype="float32"'])
+                               ) == "torch"
+    assert resolve_engine_name(build_config("paper-h1", overrides=['training.engine="reference"'])
+                               ) == "reference"
+    with pytest.raises(SegdendError, match="float64 only"):
+        resolve_engine_name(build_config("paper-h1", overrides=[
+            'training.dtype="float32"', 'training.engine="numba"']))

@@ -33,6 +33,8 @@ def unsupported_reason(config: RunConfig) -> str | None:
     """Why :class:`NumbaEngine` cannot run ``config``, or None when it can."""
     model = config.model
     sizes = (model.n_inputs, *model.layers)
+    if config.training.dtype != "float64":
+        return "it computes in float64 only (training.dtype=float32 runs on the torch engine)"
     if len(sizes) > rng.MAX_LAYERS:
         return (f"{len(model.layers)} layers exceed the random streams' layer field "
                 f"({rng.MAX_LAYERS - 1} layers at most)")

@@ -23,7 +23,7 @@ def unsupported_reason(config: RunConfig, name: str) -> str | None:
 
 def resolve_engine_name(config: RunConfig) -> str:
     """The engine a run uses: the one asked for, or for ``auto`` the fastest that fits
-    (Numba on CPU, PyTorch on CUDA, the reference otherwise)."""
+    (Numba on CPU, PyTorch on CUDA or for float32, the reference otherwise)."""
     asked = config.training.engine
     if asked != "auto":
         reason = unsupported_reason(config, asked)
@@ -36,7 +36,7 @@ def resolve_engine_name(config: RunConfig) -> str:
         if reason is not None:
             raise SegdendError(reason)
         return "torch"
-    order = ("numba",)
+    order = ("numba", "torch")
     if device == "auto":
         import torch
 
