@@ -385,6 +385,10 @@ def test_experiments_are_expanded_when_the_registry_exists(monkeypatch, tmp_path
     module.get_experiment = get_experiment
     module.list_experiments = lambda: {"sparse_amp": "..."}
     monkeypatch.setitem(sys.modules, "segdend.experiments", module)
+    # `import segdend.experiments as x` reads the package attribute once the real one exists
+    import segdend
+
+    monkeypatch.setattr(segdend, "experiments", module, raising=False)
     target = resolve_target("sparse_amp")
     assert target.kind == "experiment" and target.preset == "paper-h1"
     plan = plan_sweep("sparse_amp", seeds=2, grids=["model.g_D=0.5,0.6"], out=tmp_path,
