@@ -45,6 +45,9 @@ def main() -> None:
         opts = options(exp_id, epochs, args.data_dir, runs)
         out = opts.pop("out")
         planned = plan_runs(exp, out, **opts)
+        for r in planned:
+            if not finished(r.run_dir):
+                share_identical_run(r, runs)
         if not all(finished(r.run_dir) for r in planned):
             print(f"{exp_id}: not all runs finished; skipped")
             continue
@@ -72,6 +75,25 @@ def main() -> None:
     rows = list(csv.DictReader(open(results / "summary.csv")))
     write_readme_table(rows)
     print(f"results/ updated for {', '.join(done)}")
+
+
+def share_identical_run(run, runs: Path) -> None:
+    """Reuse a finished run with the same trajectory-determining config (e.g. the `regular`
+    condition that sparse and symmetric both compare against) instead of training it twice."""
+    from segdend.checkpoint import config_fingerprint
+    from segdend.rundir import load_run_config
+
+    want = config_fingerprint(run.config.to_json())
+    for info in runs.glob("*/runs/*/seed*/run.json"):
+        other = info.parent
+        if other == run.run_dir or not finished(other):
+            continue
+        cfg = load_run_config(other)
+        if (config_fingerprint(cfg.to_json()) == want
+                and cfg.training.epochs == run.config.training.epochs):
+            shutil.copytree(other, run.run_dir, dirs_exist_ok=True)
+            print(f"{run.run_dir}: reusing the identical finished run {other}")
+            return
 
 
 def write_readme_table(rows: list[dict]) -> None:
