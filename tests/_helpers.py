@@ -15,9 +15,11 @@ if not MNIST_DIR.is_dir():
     MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
-def tiny_config(**sections):
-    """A small (8, 3) network on 16 inputs; ``sections`` override nested fields."""
-    data = {"model": {"n_inputs": 16, "layers": [8, 3]}, "training": {"eta": [0.21, 0.21]}}
+def tiny_config(layers=(8, 3), n_inputs=16, **sections):
+    """A small network (default (8, 3) on 16 inputs, learning rates 0.21); ``sections``
+    override nested fields, e.g. ``tiny_config(model={"mode": "rate"})``."""
+    data = {"model": {"n_inputs": n_inputs, "layers": list(layers)},
+            "training": {"eta": [0.21] * len(layers)}}
     for section, fields in sections.items():
         data.setdefault(section, {}).update(fields)
     return config_from_dict(data)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_config
 
 from segdend import dynamics as dyn
 from segdend import plasticity, rng
-from segdend.config import config_from_dict
 from segdend.engines import _torch_ops as ops
 from segdend.engines import _torch_rng as trng
 from segdend.engines._torch_core import plateau_delays
@@ -33,11 +33,7 @@ CLOSE = dict(rtol=1e-9, atol=1e-11)
 
 
 def make_config(layers=(8, 3), **sections):
-    data = {"model": {"n_inputs": N_IN, "layers": list(layers)},
-            "training": {"eta": [0.21] * len(layers)}}
-    for section, fields in sections.items():
-        data.setdefault(section, {}).update(fields)
-    return config_from_dict(data)
+    return tiny_config(layers, n_inputs=N_IN, **sections)
 
 
 def make_batch(config, n, seed=0, epoch=0):
