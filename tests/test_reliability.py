@@ -20,6 +20,7 @@ import pytest
 from _helpers import MNIST_DIR
 from typer.testing import CliRunner
 
+from segdend import atomic
 from segdend import checkpoint as ckpt
 from segdend.cli import _register
 from segdend.cli.app import app
@@ -161,7 +162,7 @@ def test_full_disk_is_a_clear_error_and_keeps_previous_checkpoint(tmp_path, monk
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     with pytest.raises(SegdendError, match="no space left"):
         ckpt.save_checkpoint(path, {"w": np.zeros(4)}, {"epoch": 2})
     monkeypatch.undo()

@@ -10,10 +10,9 @@ leaves the previous version valid. Nothing here uses pickle.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
+from segdend.atomic import atomic_write_bytes as _atomic_write
 from segdend.errors import SegdendError
 
 FORMAT_VERSION = 1
@@ -29,58 +29,21 @@ FORMAT_VERSION = 1
 
 def atomic_write_bytes(path: Path, data: bytes, *, _before_rename: Callable[[], None] | None = None
                        ) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename).
-
-    ``_before_rename`` is a test hook called between the fsync and the rename (to simulate a
-    crash there). A full disk is reported as a SegdendError and leaves ``path`` untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write a run file atomically (:func:`segdend.atomic.atomic_write_bytes`); a full disk or
+    another OS error becomes a one-line SegdendError and leaves ``path`` untouched."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if _before_rename is not None:
-            _before_rename()
-        os.replace(tmp, path)
+        _atomic_write(Path(path), data, _before_rename=_before_rename)
     except OSError as err:
-        _remove_quietly(tmp)
-        if err.errno == 28:  # ENOSPC
+        if err.errno == errno.ENOSPC:
             raise SegdendError(
                 f"no space left on the device while writing {path}; free some space and resume "
                 "(the previous file is intact)"
             ) from None
         raise SegdendError(f"cannot write {path}: {err.strerror or err}") from None
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def config_fingerprint(config_json: str) -> str:

@@ -21,7 +21,7 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from segdend.data._atomic import atomic_write_bytes
+from segdend.atomic import atomic_write_bytes
 from segdend.errors import SegdendError
 
 __all__ = [

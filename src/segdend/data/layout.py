@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from segdend.atomic import atomic_write_bytes
 from segdend.data.idx import IdxKind
 
-__all__ = ["MNIST_FILES", "MNIST_MD5", "MnistFile", "SourceFailed", "find_file"]
+__all__ = ["MNIST_FILES", "MNIST_MD5", "MnistFile", "SourceFailed", "find_file",
+           "write_cache_files"]
 
 
 class SourceFailed(Exception):
@@ -97,3 +99,13 @@ def find_file(directory: Path, spec: MnistFile) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def write_cache_files(cache_dir: Path, files: Mapping[str, bytes]) -> None:
+    """Write verified MNIST files into the cache, each atomically; a failure is this source's
+    failure (:class:`SourceFailed`), never a partial file."""
+    try:
+        for name, data in files.items():
+            atomic_write_bytes(cache_dir / name, data)
+    except OSError as exc:
+        raise SourceFailed(f"cannot write to the cache {cache_dir} ({exc.strerror or exc})") from None

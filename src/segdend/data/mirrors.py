@@ -12,8 +12,7 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from segdend.data._atomic import atomic_write_bytes
-from segdend.data.layout import MNIST_FILES, MNIST_MD5, SourceFailed
+from segdend.data.layout import MNIST_FILES, MNIST_MD5, SourceFailed, write_cache_files
 
 __all__ = ["DEFAULT_MIRRORS", "download_to_cache"]
 
@@ -100,13 +99,7 @@ def download_to_cache(
                 f"(last: {last_problem})"
             )
 
-    try:
-        for name, data in downloaded.items():
-            atomic_write_bytes(cache_dir / name, data)
-    except OSError as exc:
-        raise SourceFailed(
-            f"cannot write to the cache {cache_dir} ({exc.strerror or exc})"
-        ) from None
+    write_cache_files(cache_dir, downloaded)
     log(f"MNIST: downloaded the four files into {cache_dir}")
     return tuple(mirror for mirror in mirrors if mirror in used)
 

