@@ -23,9 +23,15 @@ from run_results import COMMON, PLAN, options  # noqa: E402
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-def finished(run_dir: Path) -> bool:
+def finished(run_dir: Path, epochs: int | None = None) -> bool:
+    """Whether the run finished (and, given ``epochs``, reached that many epochs: a run
+    finished at 10 epochs is not done for a 60-epoch plan)."""
     info = run_dir / "run.json"
-    return info.is_file() and json.loads(info.read_text()).get("status") == "finished"
+    if not (info.is_file() and json.loads(info.read_text()).get("status") == "finished"):
+        return False
+    metrics = run_dir / "metrics.csv"
+    done = len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else 0
+    return epochs is None or done >= epochs
 
 
 def main() -> None:
@@ -46,9 +52,9 @@ def main() -> None:
         out = opts.pop("out")
         planned = plan_runs(exp, out, **opts)
         for r in planned:
-            if not finished(r.run_dir):
+            if not finished(r.run_dir, epochs):
                 share_identical_run(r, runs)
-        if not all(finished(r.run_dir) for r in planned):
+        if not all(finished(r.run_dir, epochs) for r in planned):
             print(f"{exp_id}: not all runs finished; skipped")
             continue
         reproduce(exp, out=out, seeds=1, epochs=epochs, data_dir=args.data_dir,
@@ -86,7 +92,7 @@ def share_identical_run(run, runs: Path) -> None:
     want = config_fingerprint(run.config.to_json())
     for info in runs.glob("*/runs/*/seed*/run.json"):
         other = info.parent
-        if other == run.run_dir or not finished(other):
+        if other == run.run_dir or not finished(other, run.config.training.epochs):
             continue
         cfg = load_run_config(other)
         if (config_fingerprint(cfg.to_json()) == want

@@ -20,8 +20,8 @@ from pathlib import Path
 PLAN = [
     ("depth", 60, ["h1", "h2", "shallow"]),
     ("bp_angle", 10, ["spiking_feedback", "rate_feedback"]),
-    ("sparse", 10, ["regular", "sparse"]),
-    ("symmetric", 10, ["symmetric", "noisy_symmetric"]),
+    ("sparse", 60, ["regular", "sparse"]),
+    ("symmetric", 60, ["symmetric", "noisy_symmetric"]),
 ]
 COMMON = ["training.test_every=5"]
 
@@ -46,7 +46,9 @@ def train_one(job: tuple) -> str:
         t0 = time.time()
         info = run.run_dir / "run.json"
         resume = info.is_file()
-        if resume and '"finished"' in info.read_text():
+        metrics = run.run_dir / "metrics.csv"
+        done = len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else 0
+        if resume and '"finished"' in info.read_text() and done >= epochs:
             return f"{exp_id}/{cond}: already finished"
         result = run_config(run.config, resume=resume)
         return (f"{exp_id}/{cond}: {result.metrics[-1].get('test_error')}% after "
