@@ -11,6 +11,7 @@ from _helpers import tiny_dataset
 from typer.testing import CliRunner
 
 import segdend.cli.experiments_cmd  # noqa: F401  (registers the commands)
+import segdend.cli.train_cmd  # noqa: F401
 from segdend.cli.app import app
 from segdend.errors import SegdendError
 from segdend.experiments import get_experiment, list_experiments, reproduce
@@ -303,3 +304,39 @@ def test_a_diverged_run_is_reported_and_left_out(tmp_path):
     reproduce(exp, out=tmp_path / "bp", epochs=1, mode="rate", data=tiny_dataset(40, 10),
               overrides=[*TINY, "training.eta=[1e12, 1e12]"], log=again.append)
     assert sum("diverged earlier" in line for line in again) == 2
+
+
+def test_saved_repeated_tests_stand_for_a_runs_final_error(reproduced, mnist_dir, tmp_path):
+    """`segdend evaluate --save` keeps repeated tests of the final weights; the summary then
+    reports their mean, their spread and their number, but only for an evaluation of the
+    final epoch that covers the run's own test images."""
+    import shutil
+
+    from segdend.experiments.runs import run_outcome
+
+    out = tmp_path / "bp_angle"
+    shutil.copytree(reproduced["bp_angle"][1], out)
+    run = out / "runs" / "spiking_feedback" / "seed0"
+    before = run_outcome(run)
+    assert before["test_repeats"] == 1
+    subset = cli("evaluate", run, "--repeats", 4, "--test-examples", 10, "--data-dir",
+                 mnist_dir, "--save", "--json")
+    assert subset.exit_code == 0, subset.output
+    assert run_outcome(run)["test_error"] == before["test_error"], "10 of 20 images: unused"
+    full = cli("evaluate", run, "--repeats", 3, "--test-examples", 20, "--data-dir",
+               mnist_dir, "--save", "--json")
+    assert full.exit_code == 0, full.output
+    res = json.loads(full.output)
+    assert len(list((run / "evaluations").glob("epoch_001_*.json"))) == 2
+    after = run_outcome(run)
+    assert after["test_repeats"] == 3
+    assert after["test_error"] == pytest.approx(res["test_error_mean"])
+    assert after["test_error_repeat_sd"] == pytest.approx(np.std(res["test_errors"], ddof=1))
+    again = cli("reproduce", "bp_angle", "--epochs", 1, "--data-dir", mnist_dir, "--out", out,
+                *SETTINGS["bp_angle"])
+    assert again.exit_code == 0, again.output
+    rows = {r["condition"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert rows["spiking_feedback"]["test_repeats"] == "3"
+    assert float(rows["spiking_feedback"]["test_error_mean"]) == pytest.approx(
+        res["test_error_mean"], abs=1e-6)
+    assert rows["rate_feedback"]["test_repeats"] == "1"

@@ -314,3 +314,4 @@ def test_evaluate_json(cli, finished_run, small_mnist):
     assert result.exit_code == 0, result.output
     res = json.loads(result.output)
     assert 0 <= res["test_error_mean"] <= 100 and res["repeats"] == 1
+    assert not (finished_run / "evaluations").exists(), "only --save keeps an evaluation"

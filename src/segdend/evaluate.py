@@ -57,7 +57,8 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, repeats: int =
     e = np.array(errors)
     return {"run_dir": str(run_dir), "checkpoint": str(path), "epoch": meta.get("epoch"),
             "examples_seen": meta.get("examples_seen"), "repeats": len(errors),
-            "test_images": n, "test_error_mean": float(e.mean()),
+            "test_images": n, "full_test_set": n == len(data.test_labels),
+            "test_error_mean": float(e.mean()),
             "test_error_sd": float(e.std(ddof=1)) if len(e) > 1 else 0.0,
             "test_error_min": float(e.min()), "test_error_max": float(e.max()),
             "test_errors": [float(x) for x in e], "engine": eng.name}

@@ -25,11 +25,13 @@ from segdend.errors import SegdendError
 
 SUMMARY_COLUMNS = [
     "experiment", "condition", "seeds", "epochs", "paper_epochs", "test_error_mean",
-    "test_error_sd", "test_error_repeat_sd", "measure", "value_mean", "value_sd", "published",
+    "test_error_sd", "test_error_repeat_sd", "test_repeats", "measure", "value_mean", "value_sd", "published",
     "mode", "train_examples", "test_examples", "status", "note",
 ]
 """Columns of summary.csv. ``test_error_sd`` is the spread over seeds (0 for one seed),
-``test_error_repeat_sd`` the mean spread of each run's repeated tests; ``value_*`` is the
+``test_error_repeat_sd`` the mean spread of each run's repeated tests of its final weights
+and ``test_repeats`` how many there were (training-time tests, or a saved ``segdend evaluate
+--save`` with more repeats); ``value_*`` is the
 experiment's own measure (``measure``; the test error for most), ``published`` the paper's
 value of that measure (empty where the paper gives none)."""
 
@@ -66,6 +68,8 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 def _num(x: Any) -> Any:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return ""
+    if isinstance(x, int) and not isinstance(x, bool):
+        return x
     return round(float(x), 6)
 
 
@@ -168,7 +172,7 @@ def _img(path: Path, alt: str) -> str:
 def _results_table(rows: list[dict[str, Any]], measure_label: str) -> str:
     measure_is_error = rows and rows[0].get("measure") == "test_error"
     head = ["condition", "seeds", "epochs", "test error % (mean ± sd over seeds)",
-            "sd of repeated tests"]
+            "sd of repeated tests (n)"]
     if not measure_is_error:
         head.append(_e(measure_label) + " (mean ± sd)")
     head.append("published")
@@ -177,7 +181,8 @@ def _results_table(rows: list[dict[str, Any]], measure_label: str) -> str:
         cells = [f"<td>{_e(r['condition'])}</td>", f'<td class="num">{_e(r["seeds"])}</td>',
                  f'<td class="num">{_e(r["epochs"])} of {_e(r["paper_epochs"])}</td>',
                  f'<td class="num">{_pm(r["test_error_mean"], r["test_error_sd"])}</td>',
-                 f'<td class="num">{_fmt(r["test_error_repeat_sd"])}</td>']
+                 f'<td class="num">{_fmt(r["test_error_repeat_sd"])} '
+                 f'({_e(r.get("test_repeats", ""))})</td>']
         if not measure_is_error:
             cells.append(f'<td class="num">{_pm(r["value_mean"], r["value_sd"], 3)}</td>')
         cells.append(f'<td class="num">{_fmt(r["published"]) if r["published"] != "" else "–"}'

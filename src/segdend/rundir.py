@@ -2,7 +2,8 @@
 
 A run directory holds ``config.json`` (the full resolved config), ``run.json`` (seed, package
 version, git revision, engine, library versions, status), ``metrics.csv``, ``checkpoints/``,
-``losses/`` (per-example losses of each epoch) and ``log.txt``.
+``losses/`` (per-example losses of each epoch), ``log.txt`` and, once ``segdend evaluate
+--save`` has run, ``evaluations/`` (repeated tests of a checkpoint, one JSON file each).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from segdend.config import RunConfig
 from segdend.errors import SegdendError
 
 RUN_FILES = ("config.json", "run.json", "metrics.csv", "quick_tests.csv", "log.txt")
-RUN_DIRS = ("checkpoints", "losses", "records", "tensorboard")
+RUN_DIRS = ("checkpoints", "losses", "records", "tensorboard", "evaluations")
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -129,3 +130,32 @@ def load_run_config(run_dir: Path) -> RunConfig:
     except ValueError:
         raise SegdendError(f"{path} is not valid JSON; the run directory is damaged") from None
     return config_from_dict(data)
+
+
+def write_evaluation(run_dir: Path, result: dict[str, Any]) -> Path:
+    """Keep an evaluation (``evaluate.evaluate_run``'s result) in ``evaluations/``, named by
+    epoch, repeats and test images so that different evaluations never overwrite each other."""
+    name = (f"epoch_{int(result.get('epoch') or 0):03d}_{result['repeats']}x"
+            f"{result['test_images']}_{result['engine']}.json")
+    path = Path(run_dir) / "evaluations" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def final_evaluation(run_dir: Path, epoch: int, test_images: int | None = None
+                     ) -> dict[str, Any] | None:
+    """The saved evaluation of ``epoch`` with the most test images, then the most repeats
+    (only full-size ones when ``test_images`` is given); None when there is none."""
+    folder = Path(run_dir) / "evaluations"
+    found = []
+    for path in sorted(folder.glob(f"epoch_{epoch:03d}_*.json")) if folder.is_dir() else []:
+        try:
+            res = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise SegdendError(f"{path} is unreadable; delete it and evaluate again") from None
+        if test_images is None or res.get("test_images") == test_images:
+            found.append(res)
+    if not found:
+        return None
+    return max(found, key=lambda r: (r.get("test_images", 0), r.get("repeats", 0)))

@@ -82,15 +82,21 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option(help="Directory with the MNIST IDX files.")] = None,
     engine: Annotated[str | None, typer.Option(help="auto, numba, torch or reference.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    save: Annotated[bool, typer.Option(
+        "--save", help="Keep the result in RUN_DIR/evaluations/ (reports then use it as the "
+        "run's final test error).")] = False,
 ) -> None:
     """Test error of a trained run: mean and spread over repeated tests."""
     from segdend.evaluate import evaluate_run
+    from segdend.rundir import write_evaluation
 
     if repeats < 1:
         raise SegdendError(f"--repeats must be >= 1; got {repeats}")
     res = evaluate_run(run_dir, checkpoint=checkpoint, repeats=repeats,
                        test_examples=test_examples,
                        data_dir=str(data_dir) if data_dir else None, engine=engine)
+    if save:
+        res["saved"] = str(write_evaluation(run_dir, res))
     if as_json:
         print(json.dumps(res))
         return

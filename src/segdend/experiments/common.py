@@ -31,6 +31,7 @@ def base_results(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
             "epochs_done": [o["epochs_done"] for o in outcomes],
             "test_error": errors,
             "test_error_repeat_sd": [o["test_error_repeat_sd"] for o in outcomes],
+            "test_repeats": [o["test_repeats"] for o in outcomes],
             "curves": [{"epoch": e, "test_error": t} for e, t in curves],
             "value": list(errors),
             "published": exp.published.get(cond),
@@ -43,13 +44,15 @@ def base_results(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
 
 
 def condition_stats(cond: dict[str, Any]) -> dict[str, float]:
-    """Mean and spread over seeds of a condition's test error and value."""
+    """Mean and spread over seeds of a condition's test error and value, and the number of
+    repeated tests behind each run's final error (the fewest of any seed)."""
     te_mean, te_sd = mean_sd(cond.get("test_error", []))
     rep = [x for x in cond.get("test_error_repeat_sd", []) if x is not None]
     v_mean, v_sd = mean_sd([v for v in cond.get("value", []) if v is not None])
     return {"test_error_mean": te_mean, "test_error_sd": te_sd,
             "test_error_repeat_sd": float(np.nanmean(rep)) if rep and np.isfinite(rep).any()
             else float("nan"),
+            "test_repeats": min(cond["test_repeats"]) if cond.get("test_repeats") else None,
             "value_mean": v_mean, "value_sd": v_sd}
 
 
