@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,7 @@ REAL_MNIST = Path(os.environ.get("SEGDEND_TEST_MNIST", "/work/shared/data/mnist"
 
 @pytest.mark.skipif(not REAL_MNIST.is_dir(), reason=f"no MNIST copy at {REAL_MNIST}")
 def test_real_mnist_files() -> None:
-    start = time.perf_counter()
     mnist = load_mnist(REAL_MNIST, download=False)
-    elapsed = time.perf_counter() - start
 
     assert mnist.train_images.shape == (60000, 784)
     assert mnist.train_labels.shape == (60000,)
@@ -40,5 +37,3 @@ def test_real_mnist_files() -> None:
     }
     for key, data in rebuilt.items():
         assert hashlib.md5(data).hexdigest() == MNIST_MD5[key], key
-    # Generous against a slow machine; on an ordinary one this takes a fraction of a second.
-    assert elapsed < 10
