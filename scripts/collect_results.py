@@ -10,7 +10,7 @@ get FINAL_TESTS repeated stochastic tests on the full test set (`segdend evaluat
 N --save`, kept in the run's evaluations/ and copied to results/), as the paper reports means
 of 20 repeated tests; the summary's test error is then their mean.
 
-    python scripts/collect_results.py --data-dir DIR [--final-tests 20]
+    python scripts/collect_results.py --data-dir DIR [--final-tests 20] [--max-seeds N]
 """
 
 from __future__ import annotations
@@ -48,14 +48,18 @@ def main() -> None:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--runs", default="runs/results")
     ap.add_argument("--results", default="results")
+    ap.add_argument("--max-seeds", type=int, default=None,
+                    help="collect only the first N seeds of each experiment (while the others "
+                    "still train)")
     ap.add_argument("--final-tests", type=int, default=20,
                     help="repeated tests of each run's final weights (0: none)")
     args = ap.parse_args()
     runs, results = Path(args.runs), Path(args.results)
     done = []
-    for exp_id, epochs, _conds in PLAN:
+    for exp_id, epochs, _conds, seeds in PLAN:
+        seeds = min(seeds, args.max_seeds or seeds)
         exp = get_experiment(exp_id)
-        opts = options(exp_id, epochs, args.data_dir, runs)
+        opts = options(exp_id, epochs, seeds, args.data_dir, runs)
         out = opts.pop("out")
         planned = plan_runs(exp, out, **opts)
         for r in planned:
@@ -67,12 +71,13 @@ def main() -> None:
         if exp.measure == "test_error" and args.final_tests > 1:
             for r in planned:
                 final_tests(r.run_dir, epochs, args.final_tests, args.data_dir)
-        reproduce(exp, out=out, seeds=1, epochs=epochs, data_dir=args.data_dir,
+        reproduce(exp, out=out, seeds=seeds, epochs=epochs, data_dir=args.data_dir,
                   mode="spiking", overrides=COMMON, progress=False)
         dest = results / exp_id
         dest.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(dest / "runs", ignore_errors=True)  # regenerated from the runs below
         for r in planned:
-            target = dest / "runs" / r.condition
+            target = dest / "runs" / r.condition / r.run_dir.name
             target.mkdir(parents=True, exist_ok=True)
             for name in ("metrics.csv", "config.json", "run.json"):
                 shutil.copy2(r.run_dir / name, target / name)

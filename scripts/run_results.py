@@ -15,19 +15,20 @@ import os
 import time
 from pathlib import Path
 
-# (experiment, epochs, conditions in priority order); fewer epochs than the paper are labelled
-# "shortened" on every figure and in the summary.
+# (experiment, epochs, conditions in priority order, seeds); fewer epochs than the paper are
+# labelled "shortened" on every figure and in the summary. Conditions left out of the list
+# (symmetric's `regular`) are copied from an identical finished run by collect_results.py.
 PLAN = [
-    ("depth", 60, ["h1", "h2", "shallow"]),
-    ("bp_angle", 10, ["spiking_feedback", "rate_feedback"]),
-    ("sparse", 60, ["regular", "sparse"]),
-    ("symmetric", 60, ["symmetric", "noisy_symmetric"]),
+    ("depth", 60, ["h1", "h2", "shallow"], 1),
+    ("bp_angle", 10, ["spiking_feedback", "rate_feedback"], 1),
+    ("sparse", 60, ["regular", "sparse"], 2),
+    ("symmetric", 60, ["symmetric", "noisy_symmetric"], 2),
 ]
 COMMON = ["training.test_every=5"]
 
 
-def options(exp_id: str, epochs: int, data_dir: str, out: Path) -> dict:
-    return {"seeds": 1, "epochs": epochs, "data_dir": data_dir, "mode": "spiking",
+def options(exp_id: str, epochs: int, seeds: int, data_dir: str, out: Path) -> dict:
+    return {"seeds": seeds, "epochs": epochs, "data_dir": data_dir, "mode": "spiking",
             "overrides": COMMON, "out": out / exp_id}
 
 
@@ -37,11 +38,12 @@ def train_one(job: tuple) -> str:
     from segdend.experiments.runner import plan_runs
     from segdend.train import run_config
 
-    exp_id, epochs, cond, data_dir, out = job
+    exp_id, epochs, cond, seeds, seed_index, data_dir, out = job
     exp = get_experiment(exp_id)
-    opts = options(exp_id, epochs, data_dir, out)
+    opts = options(exp_id, epochs, seeds, data_dir, out)
+    name = f"{exp_id}/{cond}/seed{seed_index}"
     for run in plan_runs(exp, opts.pop("out"), **opts):
-        if run.condition != cond:
+        if run.condition != cond or run.seed_index != seed_index:
             continue
         t0 = time.time()
         info = run.run_dir / "run.json"
@@ -49,11 +51,11 @@ def train_one(job: tuple) -> str:
         metrics = run.run_dir / "metrics.csv"
         done = len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else 0
         if resume and '"finished"' in info.read_text() and done >= epochs:
-            return f"{exp_id}/{cond}: already finished"
+            return f"{name}: already finished"
         result = run_config(run.config, resume=resume)
-        return (f"{exp_id}/{cond}: {result.metrics[-1].get('test_error')}% after "
+        return (f"{name}: {result.metrics[-1].get('test_error')}% after "
                 f"{epochs} epochs, {time.time() - t0:.0f} s")
-    return f"{exp_id}/{cond}: no such condition"
+    return f"{name}: no such condition"
 
 
 def main() -> None:
@@ -63,8 +65,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     out = Path(args.out)
-    jobs = [(e, n, c, args.data_dir, out) for e, n, conds in PLAN for c in conds]
-    jobs.sort(key=lambda j: 0 if j[0] == "depth" and j[2] in ("h1", "h2") else 1)
+    jobs = [(e, n, c, seeds, i, args.data_dir, out)
+            for e, n, conds, seeds in PLAN for i in range(seeds) for c in conds]
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         for line in pool.imap_unordered(train_one, jobs):
             print(line, flush=True)
