@@ -20,7 +20,7 @@ from pathlib import Path
 # (symmetric's `regular`) are copied from an identical finished run by collect_results.py.
 PLAN = [
     ("depth", 60, ["h1", "h2", "shallow"], 1),
-    ("bp_angle", 10, ["spiking_feedback", "rate_feedback"], 1),
+    ("bp_angle", 10, ["spiking_feedback", "rate_feedback"], 2),
     ("sparse", 60, ["regular", "sparse"], 2),
     ("symmetric", 60, ["symmetric", "noisy_symmetric"], 2),
 ]
