@@ -17,26 +17,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_results import COMMON, PLAN, options  # noqa: E402
+from run_results import COMMON, PLAN, finished, options  # noqa: E402
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-
-
-def finished(run_dir: Path, epochs: int | None = None) -> bool:
-    """Whether the run finished (and, given ``epochs``, reached that many epochs: a run
-    finished at 10 epochs is not done for a 60-epoch plan)."""
-    info = run_dir / "run.json"
-    if not (info.is_file() and json.loads(info.read_text()).get("status") == "finished"):
-        return False
-    metrics = run_dir / "metrics.csv"
-    done = len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else 0
-    return epochs is None or done >= epochs
 
 
 def main() -> None:
@@ -104,10 +92,10 @@ def main() -> None:
 def final_tests(run_dir: Path, epochs: int, repeats: int, data_dir: str) -> None:
     """Repeated full tests of the run's final weights, saved once in its evaluations/."""
     from segdend.evaluate import evaluate_run
-    from segdend.rundir import final_evaluation, write_evaluation
+    from segdend.experiments.runs import run_outcome
+    from segdend.rundir import write_evaluation
 
-    done = final_evaluation(run_dir, epochs)
-    if done is not None and done["repeats"] >= repeats and done.get("full_test_set"):
+    if run_outcome(run_dir)["test_repeats"] >= repeats:
         return
     res = evaluate_run(run_dir, checkpoint=str(epochs), repeats=repeats, data_dir=data_dir)
     print(f"{run_dir}: {repeats} tests of epoch {epochs}: {res['test_error_mean']:.2f}% "

@@ -23,9 +23,8 @@ import numpy as np
 
 from segdend import plasticity
 from segdend.analysis import angle_deg
-from segdend.checkpoint import load_checkpoint
+from segdend.checkpoint import checkpoint_params
 from segdend.engines.reference import ReferenceEngine
-from segdend.network import Params
 from segdend.rundir import load_run_config
 from segdend.train import epoch_plan, load_dataset, make_batch
 
@@ -39,8 +38,7 @@ def main() -> None:
     args = ap.parse_args()
 
     cfg = load_run_config(args.run_dir)
-    arrays, meta = load_checkpoint(args.run_dir / "checkpoints" / args.checkpoint)
-    params = Params.from_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("params.")})
+    params, meta = checkpoint_params(args.run_dir / "checkpoints" / args.checkpoint)
     engine = ReferenceEngine(cfg)
     state = engine.new_state()  # engines keep state in their own layout; start cleared
     epoch = int(meta["epoch"])

@@ -32,6 +32,15 @@ def options(exp_id: str, epochs: int, seeds: int, data_dir: str, out: Path) -> d
             "overrides": COMMON, "out": out / exp_id}
 
 
+def finished(run_dir: Path, epochs: int) -> bool:
+    """Whether the run finished with at least ``epochs`` epochs (one finished at 10 epochs is
+    not done for a 60-epoch plan: it is resumed and extended)."""
+    from segdend.experiments.runs import run_outcome
+
+    outcome = run_outcome(run_dir)
+    return outcome["status"] == "finished" and outcome["epochs_done"] >= epochs
+
+
 def train_one(job: tuple) -> str:
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     from segdend.experiments import get_experiment
@@ -46,13 +55,9 @@ def train_one(job: tuple) -> str:
         if run.condition != cond or run.seed_index != seed_index:
             continue
         t0 = time.time()
-        info = run.run_dir / "run.json"
-        resume = info.is_file()
-        metrics = run.run_dir / "metrics.csv"
-        done = len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else 0
-        if resume and '"finished"' in info.read_text() and done >= epochs:
+        if finished(run.run_dir, epochs):
             return f"{name}: already finished"
-        result = run_config(run.config, resume=resume)
+        result = run_config(run.config, resume=(run.run_dir / "run.json").is_file())
         return (f"{name}: {result.metrics[-1].get('test_error')}% after "
                 f"{epochs} epochs, {time.time() - t0:.0f} s")
     return f"{name}: no such condition"

@@ -102,3 +102,14 @@ def load_checkpoint(path: Path, *, fingerprint: str | None = None
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             raise SegdendError(f"checkpoint {path} holds non-finite values in {name}; it is unusable")
     return arrays, meta
+
+
+def checkpoint_params(path: Path) -> tuple[Any, dict[str, Any]]:
+    """The weights (:class:`~segdend.network.Params`) and metadata of a checkpoint file."""
+    from segdend.network import Params
+
+    arrays, meta = load_checkpoint(Path(path))
+    prefix = "params."
+    params = Params.from_arrays({k[len(prefix):]: v for k, v in arrays.items()
+                                 if k.startswith(prefix)})
+    return params, meta

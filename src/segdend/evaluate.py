@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from segdend.checkpoint import load_checkpoint
+from segdend.checkpoint import checkpoint_params
 from segdend.config import apply_overrides, config_from_dict
 from segdend.engines.registry import get_engine
 from segdend.errors import SegdendError
-from segdend.network import Params, check_shapes
+from segdend.network import check_shapes
 from segdend.rundir import load_run_config
 from segdend.train import load_dataset, test_error, test_keys
 
@@ -38,8 +38,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, repeats: int =
     if over:
         config = config_from_dict(apply_overrides(config.model_dump(mode="json"), over))
     path = checkpoint_path(run_dir, checkpoint)
-    arrays, meta = load_checkpoint(path)
-    params = Params.from_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("params.")})
+    params, meta = checkpoint_params(path)
     check_shapes(config.model, params)
     data = load_dataset(config)
     n = min(test_examples or len(data.test_labels), len(data.test_labels))

@@ -143,19 +143,15 @@ def write_evaluation(run_dir: Path, result: dict[str, Any]) -> Path:
     return path
 
 
-def final_evaluation(run_dir: Path, epoch: int, test_images: int | None = None
-                     ) -> dict[str, Any] | None:
-    """The saved evaluation of ``epoch`` with the most test images, then the most repeats
-    (only full-size ones when ``test_images`` is given); None when there is none."""
-    folder = Path(run_dir) / "evaluations"
+def final_evaluation(run_dir: Path, epoch: int) -> dict[str, Any] | None:
+    """The saved evaluation of ``epoch`` with the most test images, then the most repeats;
+    None when there is none."""
     found = []
-    for path in sorted(folder.glob(f"epoch_{epoch:03d}_*.json")) if folder.is_dir() else []:
+    for path in sorted((Path(run_dir) / "evaluations").glob(f"epoch_{epoch:03d}_*.json")):
         try:
-            res = json.loads(path.read_text())
+            found.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             raise SegdendError(f"{path} is unreadable; delete it and evaluate again") from None
-        if test_images is None or res.get("test_images") == test_images:
-            found.append(res)
     if not found:
         return None
     return max(found, key=lambda r: (r.get("test_images", 0), r.get("repeats", 0)))

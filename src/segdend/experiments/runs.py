@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from segdend.checkpoint import checkpoint_params
 from segdend.config import RunConfig
 from segdend.errors import SegdendError
 from segdend.network import Params, initialise
@@ -59,6 +60,10 @@ def run_outcome(run_dir: Path) -> dict[str, Any]:
     status; NaN test error when the run never finished a tested epoch (e.g. diverged)."""
     run_dir = Path(run_dir)
     info = read_run_info(run_dir) or {}
+    try:
+        config = load_run_config(run_dir)
+    except SegdendError:
+        config = None
     rows = read_csv(run_dir / "metrics.csv")
     tested = [r for r in rows if r.get("test_error") is not None]
     last = tested[-1] if tested else {}
@@ -69,7 +74,7 @@ def run_outcome(run_dir: Path) -> dict[str, Any]:
         "epochs_done": int(rows[-1]["epoch"]) if rows else 0,
         "test_error": float(last.get("test_error", math.nan)) if last else math.nan,
         "test_error_repeat_sd": float(last.get("test_error_sd") or 0.0) if last else math.nan,
-        "test_repeats": _config_test_repeats(run_dir) if last else 0,
+        "test_repeats": (config.training.test_repeats if config else 1) if last else 0,
         "train_error": float(rows[-1]["train_error"]) if rows else math.nan,
     }
     # A saved evaluation of the final weights with more repeated tests (`segdend evaluate
@@ -77,26 +82,16 @@ def run_outcome(run_dir: Path) -> dict[str, Any]:
     evaluation = final_evaluation(run_dir, out["epochs_done"]) if tested else None
     if (evaluation is not None and int(tested[-1]["epoch"]) == out["epochs_done"]
             and evaluation["repeats"] > out["test_repeats"]
-            and _covers_training_tests(run_dir, evaluation)):
+            and config is not None and _covers_training_tests(config, evaluation)):
         out.update(test_error=float(evaluation["test_error_mean"]),
                    test_error_repeat_sd=float(evaluation["test_error_sd"]),
                    test_repeats=int(evaluation["repeats"]))
     return out
 
 
-def _config_test_repeats(run_dir: Path) -> int:
-    try:
-        return load_run_config(run_dir).training.test_repeats
-    except SegdendError:
-        return 1
-
-
-def _covers_training_tests(run_dir: Path, evaluation: dict[str, Any]) -> bool:
+def _covers_training_tests(config: RunConfig, evaluation: dict[str, Any]) -> bool:
     """Whether an evaluation tested at least the images the run's own tests used."""
-    try:
-        wanted = load_run_config(run_dir).training.test_examples
-    except SegdendError:
-        return False
+    wanted = config.training.test_examples
     if wanted is None:
         return bool(evaluation.get("full_test_set"))
     return int(evaluation.get("test_images", 0)) >= wanted
@@ -144,15 +139,6 @@ def record_series(run_dir: Path, name: str) -> tuple[np.ndarray, list[int]]:
 
 def config_of(run_dir: Path) -> RunConfig:
     return load_run_config(Path(run_dir))
-
-
-def checkpoint_params(path: Path) -> tuple[Params, dict[str, Any]]:
-    """Weights (and metadata) of a checkpoint file."""
-    from segdend.checkpoint import load_checkpoint
-
-    arrays, meta = load_checkpoint(Path(path))
-    params = Params.from_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("params.")})
-    return params, meta
 
 
 def final_params(run_dir: Path) -> Params:
