@@ -49,6 +49,16 @@ def test_every_experiment_of_the_paper_is_declared():
         get_experiment("nope")
 
 
+
+def test_every_declared_experiment_is_listed_once():
+    import segdend.experiments.registry as registry
+    from segdend.experiments import Experiment, learning, performance, representation, traces
+
+    declared = {id(v) for m in (learning, performance, representation, traces)
+                for v in vars(m).values() if isinstance(v, Experiment)}
+    assert declared == {id(e) for e in registry.EXPERIMENTS}
+    assert len(registry.EXPERIMENTS) == len(list_experiments())
+
 def test_depth_is_declared_as_in_the_paper():
     exp = get_experiment("depth")
     assert list(exp.conditions) == ["shallow", "h1", "h2"]

@@ -9,10 +9,12 @@
 Declarations: :mod:`~segdend.experiments.performance` (depth, plateau_times, sparse,
 sparse_amp, symmetric, segregation, baselines), :mod:`~segdend.experiments.learning`
 (loss_corr, jacobian, bp_angle), :mod:`~segdend.experiments.representation` (tsne,
-receptive_fields), :mod:`~segdend.experiments.traces` (traces).
+receptive_fields), :mod:`~segdend.experiments.traces` (traces); the list of them all:
+:mod:`~segdend.experiments.registry`.
 """
 
-from segdend.experiments.base import Experiment, get_experiment, list_experiments
+from segdend.experiments.base import Experiment
+from segdend.experiments.registry import get_experiment, list_experiments
 from segdend.experiments.runner import reanalyse, reproduce
 
 __all__ = ["Experiment", "get_experiment", "list_experiments", "reanalyse", "reproduce"]

@@ -1,7 +1,8 @@
 """An experiment of the paper as data: base preset, named conditions, paper values, analysis.
 
-Each :class:`Experiment` is declared once (in the modules beside this one) and looked up by
-its id from ``EXPERIMENTS.md`` with :func:`get_experiment`. It says *what* to run (a preset and,
+Each :class:`Experiment` is declared once (in the modules beside this one), listed in
+:data:`segdend.experiments.registry.EXPERIMENTS` and looked up by its id from ``EXPERIMENTS.md``
+with :func:`~segdend.experiments.registry.get_experiment`. It says *what* to run (a preset and,
 per condition, ``section.key=value`` overrides on top of it), *how long* the paper ran it, *what
 the paper found* (a number per condition where there is one, and the claim in words), which
 per-example recordings the analysis needs, and two functions: ``analyse(run_dirs) -> dict``
@@ -133,36 +134,3 @@ class Experiment:
         if condition not in self.conditions:
             raise SegdendError(f"experiment {self.id} has no condition {condition!r}; its "
                                f"conditions are {', '.join(self.conditions)}")
-
-
-_REGISTRY: dict[str, Experiment] = {}
-
-
-def register(experiment: Experiment) -> Experiment:
-    if experiment.id in _REGISTRY:
-        raise ValueError(f"experiment {experiment.id!r} is declared twice")
-    _REGISTRY[experiment.id] = experiment
-    return experiment
-
-
-def _load_all() -> None:
-    # The declarations register themselves when their modules are imported.
-    from segdend.experiments import learning, performance, representation, traces  # noqa: F401
-
-
-def list_experiments() -> dict[str, Experiment]:
-    """Every experiment by id, the paper's in EXPERIMENTS.md order, extras last."""
-    _load_all()
-    order = ["depth", "tsne", "plateau_times", "loss_corr", "jacobian", "bp_angle",
-             "receptive_fields", "sparse", "sparse_amp", "symmetric", "segregation", "traces"]
-    ids = sorted(_REGISTRY, key=lambda i: (order.index(i) if i in order else len(order), i))
-    return {i: _REGISTRY[i] for i in ids}
-
-
-def get_experiment(name: str) -> Experiment:
-    """The experiment with id ``name`` (raises SegdendError listing the ids otherwise)."""
-    experiments = list_experiments()
-    if name not in experiments:
-        raise SegdendError(f"unknown experiment {name!r}; choose one of "
-                           f"{', '.join(experiments)} (see `segdend experiments`)")
-    return experiments[name]

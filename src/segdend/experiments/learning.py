@@ -15,7 +15,7 @@ import numpy as np
 from segdend import analysis, plots
 from segdend.config import RunConfig
 from segdend.errors import SegdendError
-from segdend.experiments.base import Experiment, RunDirs, register
+from segdend.experiments.base import Experiment, RunDirs
 from segdend.experiments.common import base_results, usable_runs
 from segdend.experiments.runs import (
     config_of,
@@ -83,7 +83,7 @@ def analyse_loss_corr(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     return res
 
 
-LOSS_CORR = register(Experiment(
+LOSS_CORR = Experiment(
     id="loss_corr",
     title="Correlation of hidden and output losses",
     figure="Fig. 5B/C",
@@ -96,7 +96,7 @@ LOSS_CORR = register(Experiment(
     measure_label='Pearson r, class "2", epoch 2 (or the last)',
     analyse_fn=analyse_loss_corr,
     plot_fn=plots.loss_corr_figure,
-))
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def analyse_jacobian(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     return res
 
 
-JACOBIAN = register(Experiment(
+JACOBIAN = Experiment(
     id="jacobian",
     title="Theorem 1's condition: largest eigenvalue of (I - J)^T (I - J)",
     figure="Fig. 5, supplement 1",
@@ -215,7 +215,7 @@ JACOBIAN = register(Experiment(
     snapshot_fn=jacobian_snapshot,
     analyse_fn=analyse_jacobian,
     plot_fn=plots.jacobian_figure,
-))
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def analyse_bp_angle(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     return res
 
 
-BP_ANGLE = register(Experiment(
+BP_ANGLE = Experiment(
     id="bp_angle",
     title="Angle between the local and the backprop hidden updates",
     figure="Fig. 7A",
@@ -269,4 +269,4 @@ BP_ANGLE = register(Experiment(
     spiking_only="rate mode has no spikes: spiking and rate feedback coincide",
     analyse_fn=analyse_bp_angle,
     plot_fn=plots.bp_angle_figure,
-))
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from segdend import plots
-from segdend.experiments.base import Experiment, RunDirs, register
+from segdend.experiments.base import Experiment, RunDirs
 from segdend.experiments.common import base_results
 
 
@@ -19,7 +19,7 @@ def analyse_test_errors(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     return base_results(exp, run_dirs)
 
 
-DEPTH = register(Experiment(
+DEPTH = Experiment(
     id="depth",
     title="Test error vs depth",
     figure="Fig. 6B",
@@ -31,9 +31,9 @@ DEPTH = register(Experiment(
     claim="8.3% (10,), 4.1% (500,10), 3.2% (500,100,10); more than two hidden layers did not help",
     analyse_fn=analyse_test_errors,
     plot_fn=plots.depth_figure,
-))
+)
 
-PLATEAU_TIMES = register(Experiment(
+PLATEAU_TIMES = Experiment(
     id="plateau_times",
     title="Random per-neuron plateau times vs synchronous plateaus",
     figure="Fig. 6, supplement 1",
@@ -46,9 +46,9 @@ PLATEAU_TIMES = register(Experiment(
     spiking_only="rate mode has 2-step phases and no plateau timing: both conditions coincide",
     analyse_fn=analyse_test_errors,
     plot_fn=plots.comparison_figure,
-))
+)
 
-SPARSE = register(Experiment(
+SPARSE = Experiment(
     id="sparse",
     title="80% sparse feedback (x5) vs regular feedback",
     figure="Fig. 8B",
@@ -59,9 +59,9 @@ SPARSE = register(Experiment(
     claim="3.7% with 80% sparse feedback (x5) vs 4.1% with regular feedback",
     analyse_fn=analyse_test_errors,
     plot_fn=plots.comparison_figure,
-))
+)
 
-SPARSE_AMP = register(Experiment(
+SPARSE_AMP = Experiment(
     id="sparse_amp",
     title="Sparse feedback with and without the x5 amplification",
     figure="Fig. 8, supplement 1",
@@ -73,9 +73,9 @@ SPARSE_AMP = register(Experiment(
     claim="with x5 better than regular feedback, without x5 worse",
     analyse_fn=analyse_test_errors,
     plot_fn=plots.comparison_figure,
-))
+)
 
-SYMMETRIC = register(Experiment(
+SYMMETRIC = Experiment(
     id="symmetric",
     title="Symmetric and noisy symmetric feedback",
     figure="Fig. 8D",
@@ -87,9 +87,9 @@ SYMMETRIC = register(Experiment(
     claim="symmetric 3.6%; noisy symmetric slightly worse than regular (4.1%)",
     analyse_fn=analyse_test_errors,
     plot_fn=plots.comparison_figure,
-))
+)
 
-SEGREGATION = register(Experiment(
+SEGREGATION = Experiment(
     id="segregation",
     title="Partial segregation: apical coupling g_A",
     figure="Fig. 9B",
@@ -103,9 +103,9 @@ SEGREGATION = register(Experiment(
     rate_mode_invalid=True,
     analyse_fn=analyse_test_errors,
     plot_fn=plots.comparison_figure,
-))
+)
 
-BASELINES = register(Experiment(
+BASELINES = Experiment(
     id="baselines",
     title="Baselines on the same (500, 10) network: backprop and feedback alignment",
     figure="extra, not a figure of the paper",
@@ -118,4 +118,4 @@ BASELINES = register(Experiment(
     analyse_fn=analyse_test_errors,
     plot_fn=plots.comparison_figure,
     extra=True,
-))
+)

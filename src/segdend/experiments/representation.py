@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from segdend import analysis, plots
-from segdend.experiments.base import Experiment, RunDirs, register
+from segdend.experiments.base import Experiment, RunDirs
 from segdend.experiments.common import base_results, first_run, usable_runs
 from segdend.experiments.runs import config_of, dataset_for, final_params, n_test_of
 
@@ -57,7 +57,7 @@ def analyse_tsne(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     return res
 
 
-TSNE = register(Experiment(
+TSNE = Experiment(
     id="tsne",
     title="t-SNE of test-set activity: input and hidden layers",
     figure="Fig. 6C",
@@ -70,7 +70,7 @@ TSNE = register(Experiment(
     measure_label="silhouette of the top hidden layer's t-SNE (first seed)",
     analyse_fn=analyse_tsne,
     plot_fn=plots.tsne_figure,
-))
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def analyse_receptive_fields(exp: Experiment, run_dirs: RunDirs) -> dict[str, An
     return res
 
 
-RECEPTIVE_FIELDS = register(Experiment(
+RECEPTIVE_FIELDS = Experiment(
     id="receptive_fields",
     title="Receptive fields vs a backprop-trained network",
     figure="Fig. 7B/C",
@@ -123,4 +123,4 @@ RECEPTIVE_FIELDS = register(Experiment(
     measure_label="mean max Pearson r with the backprop network's fields",
     analyse_fn=analyse_receptive_fields,
     plot_fn=plots.receptive_fields_figure,
-))
+)

@@ -189,7 +189,7 @@ def finish(exp: Experiment, out: Path, run_dirs: dict[str, list[Path]],
 
 def reanalyse(out: Path) -> dict[str, Any]:
     """Analyse and draw an experiment directory again from its saved runs."""
-    from segdend.experiments.base import get_experiment
+    from segdend.experiments.registry import get_experiment
 
     out = Path(out)
     manifest = json.loads((out / "experiment.json").read_text())

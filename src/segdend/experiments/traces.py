@@ -14,7 +14,7 @@ import numpy as np
 
 from segdend import plots
 from segdend.config import apply_overrides, config_from_dict
-from segdend.experiments.base import Experiment, RunDirs, register
+from segdend.experiments.base import Experiment, RunDirs
 from segdend.experiments.common import base_results, first_run
 from segdend.experiments.runs import config_of, dataset_for, final_params
 
@@ -108,7 +108,7 @@ def analyse_traces(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     return res
 
 
-TRACES = register(Experiment(
+TRACES = Experiment(
     id="traces",
     title="Voltage traces of the compartments and plateau potentials",
     figure="Fig. 3C, 9A",
@@ -124,4 +124,4 @@ TRACES = register(Experiment(
     spiking_only="the traces are always simulated in spiking mode; only training is in rate mode",
     analyse_fn=analyse_traces,
     plot_fn=plots.traces_figure,
-))
+)
