@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 import math
 import time
@@ -22,69 +21,11 @@ from typing import Any
 
 from segdend.checkpoint import atomic_write_text
 from segdend.errors import SegdendError
+from segdend.experiments.registry import list_experiments
+from segdend.experiments.summary import SUMMARY_COLUMNS, summary_rows, write_summary_csv
 
-SUMMARY_COLUMNS = [
-    "experiment", "condition", "seeds", "epochs", "paper_epochs", "test_error_mean",
-    "test_error_sd", "test_error_repeat_sd", "test_repeats", "measure", "value_mean", "value_sd", "published",
-    "mode", "train_examples", "test_examples", "status", "note",
-]
-"""Columns of summary.csv. ``test_error_sd`` is the spread over seeds (0 for one seed),
-``test_error_repeat_sd`` the mean spread of each run's repeated tests of its final weights
-and ``test_repeats`` how many there were (training-time tests, or a saved ``segdend evaluate
---save`` with more repeats); ``value_*`` is the
-experiment's own measure (``measure``; the test error for most), ``published`` the paper's
-value of that measure (empty where the paper gives none)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# summary.csv
-
-
-def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per condition of an experiment's analysis results (see SUMMARY_COLUMNS)."""
-    from segdend.experiments.common import condition_stats
-
-    meta = results.get("meta", {})
-    rows = []
-    for cond, c in results["conditions"].items():
-        stats = condition_stats(c)
-        done = [e for e in c.get("epochs_done", []) if e is not None]
-        rows.append({
-            "experiment": results["experiment"], "condition": cond,
-            "seeds": len(c.get("seeds", [])),
-            "epochs": min(done) if done else meta.get("epochs", ""),
-            "paper_epochs": results.get("paper_epochs", ""),
-            **{k: _num(v) for k, v in stats.items()},
-            "measure": results.get("measure", "test_error"),
-            "published": "" if c.get("published") is None else c["published"],
-            "mode": meta.get("mode", ""), "train_examples": meta.get("train_examples", ""),
-            "test_examples": meta.get("test_examples", ""),
-            "status": ",".join(sorted(set(c.get("status", [])))),
-            "note": meta.get("note", ""),
-        })
-    return rows
-
-
-def _num(x: Any) -> Any:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return ""
-    if isinstance(x, int) and not isinstance(x, bool):
-        return x
-    return round(float(x), 6)
-
-
-def write_summary_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Write ``rows`` with :data:`SUMMARY_COLUMNS` first (any extra columns after)."""
-    keys = list(SUMMARY_COLUMNS)
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n", restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(Path(path), buf.getvalue())
-    return Path(path)
-
+__all__ = ["SUMMARY_COLUMNS", "build_report", "find_experiment_dirs", "load_experiment_dir",
+           "summary_rows", "write_report", "write_summary_csv"]
 
 # ---------------------------------------------------------------------------------------------
 # Collecting what there is
@@ -277,8 +218,6 @@ def _csv_section(path: Path, root: Path) -> str:
 
 
 def _paper_order(item: dict[str, Any]) -> tuple[int, str]:
-    from segdend.experiments import list_experiments
-
     ids = list(list_experiments())
     exp_id = item["manifest"].get("experiment", "")
     return (ids.index(exp_id) if exp_id in ids else len(ids), str(item["dir"]))

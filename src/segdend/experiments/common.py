@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from segdend.analysis import mean_sd
 from segdend.experiments.base import Experiment, RunDirs
 from segdend.experiments.runs import config_of, run_outcome, test_curve
 from segdend.rundir import read_run_info
@@ -41,19 +38,6 @@ def base_results(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
         "measure": exp.measure, "measure_label": exp.measure_label,
         "paper_epochs": exp.epochs, "conditions": conditions,
     }
-
-
-def condition_stats(cond: dict[str, Any]) -> dict[str, float]:
-    """Mean and spread over seeds of a condition's test error and value, and the number of
-    repeated tests behind each run's final error (the fewest of any seed)."""
-    te_mean, te_sd = mean_sd(cond.get("test_error", []))
-    rep = [x for x in cond.get("test_error_repeat_sd", []) if x is not None]
-    v_mean, v_sd = mean_sd([v for v in cond.get("value", []) if v is not None])
-    return {"test_error_mean": te_mean, "test_error_sd": te_sd,
-            "test_error_repeat_sd": float(np.nanmean(rep)) if rep and np.isfinite(rep).any()
-            else float("nan"),
-            "test_repeats": min(cond["test_repeats"]) if cond.get("test_repeats") else None,
-            "value_mean": v_mean, "value_sd": v_sd}
 
 
 def usable_runs(res: dict[str, Any], dirs) -> list:

@@ -5,7 +5,7 @@ Layout of the output directory (default ``runs/reproduce/ID``)::
     experiment.json        what was run: conditions, presets, overrides, seeds, epochs, ...
     runs/COND/seedS/       one run directory per condition and seed (segdend.train.run_config)
     results.json           the analysis (NaN written as null)
-    summary.csv            one row per condition (see segdend.report.SUMMARY_COLUMNS)
+    summary.csv            one row per condition (see segdend.experiments.summary.SUMMARY_COLUMNS)
     ID.png, ID.pdf         the figure
 
 Runs are trained one after the other. A run that already finished is skipped and an
@@ -168,7 +168,7 @@ def reproduce(exp: Experiment, *, out: Path | None = None, seeds: int = 1,
 def finish(exp: Experiment, out: Path, run_dirs: dict[str, list[Path]],
            manifest: dict[str, Any]) -> dict[str, Any]:
     """Analyse the runs, save results.json, the figure and summary.csv; mark it done."""
-    from segdend.report import summary_rows, write_summary_csv
+    from segdend.experiments.summary import summary_rows, write_summary_csv
 
     results = exp.analyse(run_dirs)
     results["meta"] = {"note": manifest.get("note", ""), "mode": manifest.get("mode"),
