@@ -322,7 +322,7 @@ def test_saved_repeated_tests_stand_for_a_runs_final_error(reproduced, mnist_dir
     final epoch that covers the run's own test images."""
     import shutil
 
-    from segdend.experiments.runs import run_outcome
+    from segdend.runfiles import run_outcome
 
     out = tmp_path / "bp_angle"
     shutil.copytree(reproduced["bp_angle"][1], out)

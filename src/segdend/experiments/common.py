@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from segdend.experiments.base import Experiment, RunDirs
-from segdend.experiments.runs import config_of, run_outcome, test_curve
 from segdend.rundir import read_run_info
+from segdend.runfiles import config_of, run_outcome, test_curve
 
 
 def base_results(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from segdend.config import RunConfig
 from segdend.errors import SegdendError
 from segdend.experiments.base import Experiment, RunDirs
 from segdend.experiments.common import base_results, usable_runs
-from segdend.experiments.runs import (
+from segdend.experiments.runs import dataset_for
+from segdend.runfiles import (
     config_of,
-    dataset_for,
     epoch_files,
     load_arrays,
     params_after_epoch,

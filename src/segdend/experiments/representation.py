@@ -10,7 +10,8 @@ import numpy as np
 from segdend import analysis, plots
 from segdend.experiments.base import Experiment, RunDirs
 from segdend.experiments.common import base_results, first_run, usable_runs
-from segdend.experiments.runs import config_of, dataset_for, final_params, n_test_of
+from segdend.experiments.runs import dataset_for, n_test_of
+from segdend.runfiles import config_of, final_params
 
 TSNE_IMAGES = 1000  # test images embedded (the first N of the run's test set)
 TSNE_PURPOSE = 4  # purpose path of the test spike streams used for the activity

@@ -29,8 +29,9 @@ from segdend.checkpoint import atomic_write_text, config_fingerprint
 from segdend.config import RunConfig
 from segdend.errors import DivergenceError, SegdendError
 from segdend.experiments.base import PAPER_TEST_EXAMPLES, Experiment
-from segdend.experiments.runs import n_test_of, n_train_of, read_csv, remember_dataset
+from segdend.experiments.runs import n_test_of, n_train_of, remember_dataset
 from segdend.rundir import load_run_config, read_run_info
+from segdend.runfiles import read_csv
 
 MIN_STEP = 100  # examples between snapshots of a stepped run, at least
 

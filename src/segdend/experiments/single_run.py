@@ -9,7 +9,7 @@ import numpy as np
 
 from segdend import analysis
 from segdend.errors import SegdendError
-from segdend.experiments.runs import epoch_files, load_arrays, read_csv
+from segdend.runfiles import epoch_files, load_arrays, read_csv
 
 LOSS_WINDOW = 100
 MAX_POINTS = 2000

@@ -16,7 +16,8 @@ from segdend import plots
 from segdend.config import apply_overrides, config_from_dict
 from segdend.experiments.base import Experiment, RunDirs
 from segdend.experiments.common import base_results, first_run
-from segdend.experiments.runs import config_of, dataset_for, final_params
+from segdend.experiments.runs import dataset_for
+from segdend.runfiles import config_of, final_params
 
 TRACE_NEURONS = 3  # hidden neurons whose compartments are drawn
 RASTER_HIDDEN = 40  # hidden neurons in the raster

@@ -30,7 +30,7 @@ def write_tensorboard(run_dir: Path, logdir: Path | None = None) -> Path | None:
     from torch.utils.tensorboard import SummaryWriter
 
     from segdend.analysis import smooth
-    from segdend.experiments.runs import epoch_files, load_arrays, read_csv
+    from segdend.runfiles import epoch_files, load_arrays, read_csv
 
     run_dir = Path(run_dir)
     logdir = Path(logdir) if logdir is not None else run_dir / "tensorboard"
