@@ -53,7 +53,8 @@ def config_fingerprint(config_json: str) -> str:
         data.pop(volatile, None)
     data.get("training", {}).pop("epochs", None)  # a run may be extended
     for key in ("test_every", "test_repeats", "quick_test_every", "quick_test_examples",
-                "checkpoint_every", "engine", "threads", "test_examples"):
+                "checkpoint_every", "engine", "threads", "test_examples", "test_threads",
+                "overlap_test"):
         data.get("training", {}).pop(key, None)
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -151,6 +151,13 @@ class PhaseConfig(_Section):
         return self
 
 
+MAX_EPOCHS = 10_000
+"""The most epochs a run may ask for (``--epochs 10**12`` would fill any disk)."""
+
+RECORD_NAMES = ("bp_angle", "ubar_f")
+"""What ``output.record`` may name: the per-example recordings every engine provides."""
+
+
 class TrainingConfig(_Section):
     """Online learning (MODEL.md section 5, 7)."""
 
@@ -177,6 +184,23 @@ class TrainingConfig(_Section):
     device: str = "cpu"
     dtype: Literal["float64", "float32"] = "float64"
     threads: int = Field(1, gt=0)
+    """Compute threads of training (and of the torch engine's calls)."""
+    test_threads: int = Field(0, ge=0)
+    """Threads of the full test (numba engine); 0 = all available cores (one fewer while
+    the test overlaps training)."""
+    overlap_test: bool = True
+    """Run epoch k's full test in a background thread while epoch k+1 trains (numba and
+    reference engines); the metrics are identical to testing in order."""
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs_bounded(cls, v: int) -> int:
+        if v > MAX_EPOCHS:
+            raise ValueError(
+                f"must be <= {MAX_EPOCHS} (each epoch writes its losses, a test and weights; "
+                f"the paper trains 60); got {v}"
+            )
+        return v
 
     @field_validator("eta", "eta_feedback")
     @classmethod
@@ -208,7 +232,18 @@ class OutputConfig(_Section):
     overwrite: bool = False
     tensorboard: bool = False
     record: tuple[str, ...] = ()
-    """Per-example recordings for analyses (see segdend.recording)."""
+    """Per-example recordings for analyses: any of RECORD_NAMES."""
+    keep_checkpoints: int = Field(100, ge=0)
+    """Per-epoch weight files kept: every epoch when training.epochs <= N, else every
+    ceil(epochs / N)-th epoch and the last; 0 keeps none (latest.safetensors always)."""
+
+    @field_validator("record")
+    @classmethod
+    def _record_known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for i, name in enumerate(v):
+            if name not in RECORD_NAMES:
+                raise ValueError(f"[{i}] must be one of {', '.join(RECORD_NAMES)}; got {name!r}")
+        return v
 
 
 class RunConfig(_Section):
@@ -261,6 +296,8 @@ def _format_validation_error(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if p not in ("after",))
     msg = first["msg"].removeprefix("Value error, ")
+    if msg.startswith("Input should be "):  # pydantic's wording -> the project's
+        msg = "must be " + msg.removeprefix("Input should be ")
     got = first.get("input")
     if first["type"] == "extra_forbidden":
         return f"unknown config key `{loc}`; see `segdend presets --show NAME` for the valid keys"

@@ -8,11 +8,16 @@ version, git revision, engine, library versions, status), ``metrics.csv``, ``che
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
 import platform
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +29,138 @@ RUN_FILES = ("config.json", "run.json", "metrics.csv", "quick_tests.csv", "log.t
 RUN_DIRS = ("checkpoints", "losses", "records", "tensorboard", "evaluations")
 
 
+NAME_VOLATILE = {"training": ("engine", "device", "threads", "test_threads", "overlap_test",
+                                "checkpoint_every")}
+"""Fields that change how a run is computed or stored, never what it computes."""
+
+
+def name_key(config: RunConfig) -> str:
+    """A short hash of everything that decides a run's results (the run-name suffix)."""
+    import hashlib
+
+    data = json.loads(config.to_json())
+    for section in ("output", "data", "name", "description"):
+        data.pop(section, None)
+    for section, keys in NAME_VOLATILE.items():
+        for key in keys:
+            data.get(section, {}).pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def default_run_dir(config: RunConfig) -> Path:
+    """``output.out``, or ``runs/<preset>-<mode>-seed<seed>``; a config that differs from its
+    preset's (other than in mode and seed) gets a ``-<hash>`` of its results-deciding fields,
+    so that different runs never share a default directory."""
     if config.output.out:
         return Path(config.output.out)
-    return Path("runs") / f"{config.name}-{config.model.mode}-seed{config.training.seed}"
+    from segdend.presets import build_config
+
+    name = f"{config.name}-{config.model.mode}-seed{config.training.seed}"
+    try:
+        preset = build_config(config.name, **{"model.mode": config.model.mode,
+                                              "training.seed": config.training.seed})
+        same = name_key(preset) == name_key(config)
+    except SegdendError:  # not built from a preset (a config file, the Python API)
+        same = False
+    return Path("runs") / (name if same else f"{name}-{name_key(config)}")
+
+
+def ensure_dir(path: Path, option: str = "--out") -> list[Path]:
+    """Create ``path`` (and its parents) and check a file can be written there.
+
+    Returns the directories it created, deepest first, so a failed start can remove them.
+    Raises SegdendError (one line, naming ``option``) for a file in the way, a read-only or
+    virtual file system, or missing permissions.
+    """
+    path = Path(path)
+    fix = f"choose another {option}"
+    created: list[Path] = []
+    try:
+        if path.exists() and not path.is_dir():
+            raise SegdendError(f"{path} is a file, not a directory; {fix}")
+        p = path
+        while not p.exists() and p != p.parent:
+            created.append(p)
+            p = p.parent
+        if p.exists() and not p.is_dir():
+            raise SegdendError(f"cannot create {path}: {p} is a file, not a directory; {fix}")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _remove_empty(created)
+        raise SegdendError(f"cannot create {path}: {err.strerror or err}; {fix}") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".segdend-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        _remove_empty(created)
+        raise SegdendError(f"cannot write in {path}: {err.strerror or err}; {fix}") from None
+    return created
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    for d in dirs:  # deepest first
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
+def lock_holder(path: Path) -> int | None:
+    """The id of the process holding a ``flock`` on ``path`` (from /proc/locks), or None."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or "->" in parts or parts[1] != "FLOCK":
+            continue
+        try:
+            major, minor, inode = parts[5].split(":")
+            if (int(inode) == st.st_ino and int(major, 16) == os.major(st.st_dev)
+                    and int(minor, 16) == os.minor(st.st_dev)):
+                return int(parts[4])
+        except ValueError:
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path) -> Iterator[None]:
+    """Create ``run_dir`` if needed, check it is writable and hold an exclusive lock on it
+    (``flock`` of the directory itself) while a run works there; a directory this call
+    created is removed again if the body fails before writing anything into it."""
+    run_dir = Path(run_dir)
+    created = ensure_dir(run_dir)
+    try:
+        fd = os.open(run_dir, os.O_RDONLY)
+    except OSError as err:
+        raise SegdendError(f"cannot open {run_dir}: {err.strerror or err}") from None
+    ok = False
+    try:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pid = lock_holder(run_dir)
+                who = f"process {pid}" if pid else "another process"
+                raise SegdendError(
+                    f"{run_dir} is in use by {who} (a segdend run); wait for it to finish or "
+                    f"stop it{f' (kill {pid})' if pid else ''}, then try again"
+                ) from None
+        yield
+        ok = True
+    finally:
+        os.close(fd)  # releases the lock
+        if not ok:
+            _remove_empty(created)
 
 
 def git_revision() -> str:
@@ -53,9 +186,21 @@ def read_run_info(run_dir: Path) -> dict[str, Any] | None:
         raise SegdendError(f"{path} is unreadable; the run directory is damaged") from None
 
 
-def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Check that a run may start (or resume) in ``run_dir``; never touches a finished run
-    without ``overwrite``, and never deletes a directory that is not a segdend run."""
+def has_trained(run_dir: Path) -> bool:
+    """Whether a run directory holds any training: a checkpoint or a metrics row."""
+    run_dir = Path(run_dir)
+    return ((run_dir / "checkpoints" / "latest.safetensors").is_file()
+            or (run_dir / "metrics.csv").is_file())
+
+
+def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
+    """Check that a run may start (or resume) in ``run_dir``, changing nothing.
+
+    Returns whether an old run's files must be removed (:func:`clear_run`) once the new run
+    has started. A run that never trained (its start failed or was interrupted) is replaced
+    without ``overwrite``; a run that trained needs ``overwrite``; a directory that is not a
+    segdend run is never touched.
+    """
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     if info is None and (run_dir / "config.json").is_file():
@@ -63,24 +208,36 @@ def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     if resume:
         if info is None:
             raise SegdendError(f"{run_dir} holds no segdend run to resume; drop --resume to start one")
-        return
+        return False
     if info is not None:
-        if not overwrite:
-            what = "a finished" if info.get("status") == "finished" else "an unfinished"
-            hint = "" if info.get("status") == "finished" else " or --resume to continue it"
+        if has_trained(run_dir) and not overwrite:
+            finished = info.get("status") == "finished"
+            what = "a finished" if finished else "an unfinished"
+            hint = "" if finished else f" or `segdend train --resume {run_dir}` to continue it"
             raise SegdendError(
                 f"{run_dir} already holds {what} run; use --overwrite to replace it{hint}, "
                 "or --out for another directory"
             )
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        for name in RUN_DIRS:
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-    elif run_dir.exists() and any(run_dir.iterdir()):
+        return True
+    if run_dir.exists() and any(p for p in run_dir.iterdir()):
         raise SegdendError(
             f"{run_dir} exists and is not a segdend run directory; choose an empty or new --out"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove an old run's files (and only those) from ``run_dir``."""
+    run_dir = Path(run_dir)
+    try:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        for name in RUN_DIRS:
+            if (run_dir / name).exists():
+                shutil.rmtree(run_dir / name)
+    except OSError as err:
+        raise SegdendError(f"cannot remove the old run in {run_dir}: {err.strerror or err}"
+                           ) from None
 
 
 def write_run_info(run_dir: Path, config: RunConfig, engine: str, status: str,
@@ -100,6 +257,7 @@ def write_run_info(run_dir: Path, config: RunConfig, engine: str, status: str,
     atomic_write_text(run_dir / "config.json", config.to_json() + "\n")
     old = read_run_info(run_dir) or {}
     info = {
+        **{k: v for k, v in old.items() if k != "error"},  # keep data_source, train_examples
         "seed": config.training.seed,
         "preset": config.name,
         "mode": config.model.mode,
@@ -132,15 +290,34 @@ def load_run_config(run_dir: Path) -> RunConfig:
     return config_from_dict(data)
 
 
+def evaluation_name(result: dict[str, Any]) -> str:
+    """The file name of an evaluation: ``epoch_NNN_...`` for the weights after epoch NNN,
+    ``mid_epoch_NNN_example_PPPPPP_...`` for a checkpoint taken during epoch NNN (which
+    :func:`final_evaluation` never takes for an epoch's result)."""
+    epoch, position = int(result.get("epoch") or 0), int(result.get("position") or 0)
+    where = (f"mid_epoch_{epoch + 1:03d}_example_{position:06d}" if position
+             else f"epoch_{epoch:03d}")
+    return f"{where}_{result['repeats']}x{result['test_images']}_{result['engine']}.json"
+
+
 def write_evaluation(run_dir: Path, result: dict[str, Any]) -> Path:
     """Keep an evaluation (``evaluate.evaluate_run``'s result) in ``evaluations/``, named by
-    epoch, repeats and test images so that different evaluations never overwrite each other."""
-    name = (f"epoch_{int(result.get('epoch') or 0):03d}_{result['repeats']}x"
-            f"{result['test_images']}_{result['engine']}.json")
-    path = Path(run_dir) / "evaluations" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
+    :func:`evaluation_name` so that different evaluations never overwrite each other."""
+    folder = Path(run_dir) / "evaluations"
+    ensure_dir(folder, option="run directory for --save")
+    path = folder / evaluation_name(result)
     atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def keep_epoch_checkpoint(epoch: int, epochs: int, keep: int) -> bool:
+    """Whether the weights after ``epoch`` (1-based) of ``epochs`` are kept as
+    ``checkpoints/epoch_NNN.safetensors`` under ``output.keep_checkpoints = keep``."""
+    if keep <= 0:
+        return False
+    if epochs <= keep:
+        return True
+    return epoch % math.ceil(epochs / keep) == 0 or epoch == epochs
 
 
 def final_evaluation(run_dir: Path, epoch: int) -> dict[str, Any] | None:
