@@ -237,8 +237,9 @@ def test_killed_worker_run_is_retried_and_resumes_bit_exactly(reference, client,
 
 def test_a_finished_run_is_extended_to_more_epochs(reference, tmp_path, monkeypatch):
     import segdend.sweep as sweep
+    import segdend.sweep.worker
 
-    monkeypatch.setattr(sweep, "limit_threads", lambda n: None)
+    monkeypatch.setattr(segdend.sweep.worker, "limit_threads", lambda n: None)
     short = plan_sweep("paper-h1", seeds=1, sets=SETS, grids=["training.eta=[0.1,0.1]"],
                        out=tmp_path / "sweep", epochs=1, engine="reference").runs[0]
     assert sweep.execute_run(short.config_json, tiny_factory)["status"] == "finished"
@@ -266,8 +267,9 @@ def test_conflicting_run_directory_is_refused_before_running(tmp_path):
 
 def test_a_run_is_worked_on_by_one_process_at_a_time(tmp_path, monkeypatch):
     import segdend.sweep as sweep
+    import segdend.sweep.worker
 
-    monkeypatch.setattr(sweep, "limit_threads", lambda n: None)  # keep this process as it is
+    monkeypatch.setattr(segdend.sweep.worker, "limit_threads", lambda n: None)  # keep this process as it is
     spec = tiny_plan(tmp_path / "sweep").runs[0]
     run_dir = Path(spec.run_dir)
     results = []

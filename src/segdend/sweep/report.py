@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segdend.checkpoint import atomic_write_bytes, atomic_write_text
+from segdend.sweep.state import final_test_error
 
 if TYPE_CHECKING:
-    from segdend.sweep import SweepPlan
+    from segdend.sweep.plan import SweepPlan
 
 RUN_COLUMNS = ("condition", "seed", "training_seed", "status", "action", "attempts", "epochs", "epochs_done",
                "test_error", "engine", "seconds", "run_dir", "error")
@@ -46,8 +47,6 @@ def run_records(plan: SweepPlan, outcomes: Mapping[str, Any] | None = None
                 ) -> list[dict[str, Any]]:
     """One record per run of ``plan``, read from its directory (``outcomes``: the sweep's
     per-run bookkeeping, for the action taken, attempts and error messages)."""
-    from segdend.sweep import final_test_error
-
     out = []
     for spec in plan.runs:
         run_dir = Path(spec.run_dir)
