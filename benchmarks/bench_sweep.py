@@ -1,6 +1,6 @@
 """Wall time of a sweep on a local Dask cluster against the same runs one after another.
 
-    python benchmarks/bench_sweep.py --data-dir /work/shared/data/mnist
+    python benchmarks/bench_sweep.py --data-dir ../shared/data/mnist
 
 runs ``--seeds`` seeds of ``--preset`` (default: 4 seeds of paper-h1, rate mode, one epoch)
 twice, in fresh directories under ``--out`` (default: a temporary directory):
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-examples", type=int, default=None)
     ap.add_argument("--test-examples", type=int, default=None)
     ap.add_argument("--engine", default=None, help="default: the config's (auto)")
-    ap.add_argument("--data-dir", default="/work/shared/data/mnist")
+    ap.add_argument("--data-dir", default=os.environ.get("SEGDEND_TEST_MNIST",
+                                                   "../shared/data/mnist"))
     ap.add_argument("--out", default=None, help="default: a temporary directory, removed after")
     ap.add_argument("--rounds", type=int, default=1,
                     help="alternate the two measurements this many times (best of is reported)")

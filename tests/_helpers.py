@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -10,9 +11,50 @@ import numpy as np
 from segdend.config import config_from_dict
 from segdend.train import Dataset
 
-MNIST_DIR = Path(os.environ.get("SEGDEND_TEST_MNIST", "/work/shared/data/mnist"))
-if not MNIST_DIR.is_dir():
-    MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST_ENV = "SEGDEND_TEST_MNIST"
+
+
+def mnist_test_dir() -> Path:
+    """Where the tests look for the real MNIST files: ``$SEGDEND_TEST_MNIST``, else the
+    shared data folder beside the checkout (``../shared/data/mnist``, as the README says)."""
+    env = os.environ.get(MNIST_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+
+
+MNIST_DIR = mnist_test_dir()
+HAVE_MNIST = (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
+NO_MNIST = f"real MNIST not found in {MNIST_DIR} (set {MNIST_ENV})"
+
+
+def write_small_mnist(out: Path, n_train: int = 120, n_test: int = 30) -> Path:
+    """The first images of real MNIST (or random digits) as a small, valid IDX directory."""
+    from segdend.data import write_idx
+
+    if HAVE_MNIST:
+        def take(name, off, n, shape):
+            with gzip.open(MNIST_DIR / name) as f:
+                raw = f.read(off + n * int(np.prod(shape)))
+            return np.frombuffer(raw[off:], np.uint8).reshape(n, *shape)
+        arrays = {
+            "train-images-idx3-ubyte": take("train-images-idx3-ubyte.gz", 16, n_train, (28, 28)),
+            "train-labels-idx1-ubyte": take("train-labels-idx1-ubyte.gz", 8, n_train, ()),
+            "t10k-images-idx3-ubyte": take("t10k-images-idx3-ubyte.gz", 16, n_test, (28, 28)),
+            "t10k-labels-idx1-ubyte": take("t10k-labels-idx1-ubyte.gz", 8, n_test, ()),
+        }
+    else:
+        gen = np.random.default_rng(0)
+        arrays = {
+            "train-images-idx3-ubyte": gen.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+            "train-labels-idx1-ubyte": gen.integers(0, 10, n_train, dtype=np.uint8),
+            "t10k-images-idx3-ubyte": gen.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+            "t10k-labels-idx1-ubyte": gen.integers(0, 10, n_test, dtype=np.uint8),
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    for name, a in arrays.items():
+        write_idx(out / name, np.ascontiguousarray(a), gzip=False)
+    return out
 
 
 def tiny_config(layers=(8, 3), n_inputs=16, **sections):

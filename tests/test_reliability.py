@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import gzip
 import os
 import random
 import shutil
@@ -17,45 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import MNIST_DIR
 from typer.testing import CliRunner
 
 from segdend import atomic
 from segdend import checkpoint as ckpt
 from segdend.cli import _register
 from segdend.cli.app import app
-from segdend.data import write_idx
 from segdend.errors import SegdendError
 
 N_TRAIN, N_TEST = 120, 30
-
-
-@pytest.fixture(scope="module")
-def small_mnist(tmp_path_factory) -> Path:
-    """The first images of real MNIST (or random digits) as a small, valid IDX directory."""
-    out = tmp_path_factory.mktemp("mnist")
-    if (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-        def take(name, off, n, shape):
-            with gzip.open(MNIST_DIR / name) as f:
-                raw = f.read(off + n * int(np.prod(shape)))
-            return np.frombuffer(raw[off:], np.uint8).reshape(n, *shape)
-        arrays = {
-            "train-images-idx3-ubyte": take("train-images-idx3-ubyte.gz", 16, N_TRAIN, (28, 28)),
-            "train-labels-idx1-ubyte": take("train-labels-idx1-ubyte.gz", 8, N_TRAIN, ()),
-            "t10k-images-idx3-ubyte": take("t10k-images-idx3-ubyte.gz", 16, N_TEST, (28, 28)),
-            "t10k-labels-idx1-ubyte": take("t10k-labels-idx1-ubyte.gz", 8, N_TEST, ()),
-        }
-    else:
-        gen = np.random.default_rng(0)
-        arrays = {
-            "train-images-idx3-ubyte": gen.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
-            "train-labels-idx1-ubyte": gen.integers(0, 10, N_TRAIN, dtype=np.uint8),
-            "t10k-images-idx3-ubyte": gen.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
-            "t10k-labels-idx1-ubyte": gen.integers(0, 10, N_TEST, dtype=np.uint8),
-        }
-    for name, a in arrays.items():
-        write_idx(out / name, np.ascontiguousarray(a), gzip=False)
-    return out
 
 
 def train_args(data: Path, out: Path) -> list[str]:

@@ -1,23 +1,20 @@
-"""The real MNIST files, where a copy is at hand (SEGDEND_TEST_MNIST, default /work/shared)."""
+"""The real MNIST files, where a copy is at hand (SEGDEND_TEST_MNIST, default ../shared/data/mnist)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import HAVE_MNIST, MNIST_DIR, NO_MNIST
 
 from segdend.data import idx_bytes, load_mnist
 from segdend.data.layout import MNIST_MD5
 
-REAL_MNIST = Path(os.environ.get("SEGDEND_TEST_MNIST", "/work/shared/data/mnist"))
 
-
-@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason=f"no MNIST copy at {REAL_MNIST}")
+@pytest.mark.skipif(not HAVE_MNIST, reason=NO_MNIST)
 def test_real_mnist_files() -> None:
-    mnist = load_mnist(REAL_MNIST, download=False)
+    mnist = load_mnist(MNIST_DIR, download=False)
 
     assert mnist.train_images.shape == (60000, 784)
     assert mnist.train_labels.shape == (60000,)

@@ -15,16 +15,13 @@ from segdend.errors import SegdendError
 @app.command()
 @report_errors
 def experiments() -> None:
-    """List the paper's experiments (ids of EXPERIMENTS.md) with their conditions."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """List the paper's experiments with their conditions (see docs/experiments.md)."""
+    from segdend.cli.app import print_table
     from segdend.experiments import list_experiments
 
-    table = Table("id", "figure", "what", "conditions", "epochs", box=None)
-    for exp_id, exp in list_experiments().items():
-        table.add_row(exp_id, exp.figure, exp.title, ", ".join(exp.conditions), str(exp.epochs))
-    Console().print(table)
+    print_table(("id", "figure", "what", "conditions", "epochs"),
+                [(exp_id, exp.figure, exp.title, ", ".join(exp.conditions), str(exp.epochs))
+                 for exp_id, exp in list_experiments().items()])
 
 
 @app.command()
@@ -93,8 +90,14 @@ def plot(
         help="Also write TensorBoard event files (needs the `monitor` extra).")] = False,
 ) -> None:
     """Draw a run's learning curves and recordings (or redraw an experiment's figure)."""
+    from segdend.rundir import ensure_dir
+
     if not path.is_dir():
         raise SegdendError(f"{path} is not a directory")
+    if (path / "experiment.json").is_file():
+        ensure_dir(path, option="experiment directory (it must be writable)")
+    else:
+        ensure_dir(out if out is not None else path / "plots", option="--out")
     if (path / "experiment.json").is_file():
         from segdend.experiments import reanalyse
 

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
-from segdend.cli.app import app, report_errors, say
+from segdend.cli.app import app, console, plural, report_errors, say
 from segdend.errors import SegdendError
 
 SetOpt = Annotated[list[str] | None, typer.Option(
@@ -36,7 +35,11 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train a network online on MNIST (default: paper-h1, spiking), testing every epoch."""
+    """Train a network online on MNIST (default: paper-h1, spiking), testing every epoch.
+
+    Ctrl-C or SIGTERM writes a checkpoint (or, during start-up, stops at once);
+    `--resume RUN_DIR` continues bit for bit.
+    """
     from segdend.presets import DEFAULT_PRESET, build_config
     from segdend.train import TrainingInterrupted, run_config
 
@@ -47,6 +50,10 @@ def train(
                  "output.out": str(out) if out else None, "training.engine": engine,
                  "training.device": device, "output.overwrite": overwrite or None}
     if resume is not None:
+        if out is not None or overwrite:
+            raise SegdendError(f"--resume continues the run in {resume} itself; drop "
+                               f"{'--out' if out is not None else '--overwrite'} (to start a new "
+                               "run elsewhere, leave out --resume)")
         if preset or config or mode or seed is not None or train_examples or set_:
             raise SegdendError("--resume continues a run with its own config.json; only --epochs, "
                                "--data-dir, --engine, --device and --test-examples may be given")
@@ -63,12 +70,24 @@ def train(
                            **shortcuts)
     try:
         result = run_config(cfg, resume=resume is not None, progress=progress and sys.stderr.isatty(),
-                            log=say)
+                            log=say, console=console)
     except TrainingInterrupted as stop:
-        say(f"stopped: checkpoint written; continue with `segdend train --resume {stop.args[0]}`")
+        again = f"continue with `segdend train --resume {stop.run_dir}`"
+        if stop.saved:
+            say(f"stopped: checkpoint written; {again}")
+        elif stop.started:
+            say(f"stopped: {again} (from its last checkpoint)")
+        else:
+            say("stopped during start-up; nothing was trained")
+        raise typer.Exit(stop.exit_code) from None
+    except KeyboardInterrupt:  # a second Ctrl-C inside a library that swallowed the first
+        say("stopped; `segdend train --resume RUN_DIR` continues from the last checkpoint")
         raise typer.Exit(130) from None
     last = result.metrics[-1] if result.metrics else {}
-    say(f"done: {result.run_dir} (final test error {last.get('test_error', '?')}%)")
+    test = last.get("test_error", "")
+    test = f"{test:.2f}%" if isinstance(test, float) else "not tested"
+    say(f"done: {result.run_dir} ({plural(len(result.metrics), 'epoch')}, final test error "
+        f"{test})")
 
 
 @app.command()
@@ -85,25 +104,66 @@ def evaluate(
     save: Annotated[bool, typer.Option(
         "--save", help="Keep the result in RUN_DIR/evaluations/ (reports then use it as the "
         "run's final test error).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Test error of a trained run: mean and spread over repeated tests."""
     from segdend.evaluate import evaluate_run
-    from segdend.rundir import write_evaluation
+    from segdend.rundir import ensure_dir, write_evaluation
 
-    if repeats < 1:
-        raise SegdendError(f"--repeats must be >= 1; got {repeats}")
-    res = evaluate_run(run_dir, checkpoint=checkpoint, repeats=repeats,
-                       test_examples=test_examples,
-                       data_dir=str(data_dir) if data_dir else None, engine=engine)
+    if save:  # before the (long) tests: can the result be kept?
+        ensure_dir(run_dir / "evaluations", option="run directory for --save")
+    with _EvaluateProgress(progress and sys.stderr.isatty() and not as_json) as bar:
+        try:
+            res = evaluate_run(run_dir, checkpoint=checkpoint, repeats=repeats,
+                               test_examples=test_examples,
+                               data_dir=str(data_dir) if data_dir else None, engine=engine,
+                               log=say, on_start=bar.start, on_chunk=bar.advance)
+        except KeyboardInterrupt:
+            say("stopped; nothing was saved")
+            raise typer.Exit(130) from None
     if save:
         res["saved"] = str(write_evaluation(run_dir, res))
     if as_json:
         print(json.dumps(res))
         return
-    say(f"{run_dir}: test error {res['test_error_mean']:.2f}% "
-        f"(sd {res['test_error_sd']:.2f}, min {res['test_error_min']:.2f}, "
-        f"max {res['test_error_max']:.2f}) over {repeats} test(s) of {res['test_images']} images, "
-        f"checkpoint {res['checkpoint']}")
+    n = res["repeats"]
+    note = (f" (rate mode is deterministic: 1 test instead of {repeats})"
+            if n != repeats else "")
+    where = (f"epoch {res['epoch'] + 1}, example {res['position']:,} (mid-epoch checkpoint)"
+             if res.get("position") else f"after epoch {res['epoch']}")
+    spread = (f" (sd {res['test_error_sd']:.2f}, min {res['test_error_min']:.2f}, "
+              f"max {res['test_error_max']:.2f})" if n > 1 else "")
+    say(f"{run_dir}: test error {res['test_error_mean']:.2f}%{spread} over "
+        f"{plural(n, 'test')} of {res['test_images']:,} images{note}, checkpoint "
+        f"{res['checkpoint']} ({where})" + (f"; saved {res['saved']}" if save else ""))
+
+
+class _EvaluateProgress:
+    """A progress bar over the images of all repeats, on the console of the log lines."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._progress = None
+
+    def __enter__(self) -> _EvaluateProgress:
+        return self
+
+    def start(self, total: int) -> None:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self._progress = Progress("evaluate", BarColumn(), MofNCompleteColumn(),
+                                      TimeRemainingColumn(), console=console)
+            self._progress.start()
+            self._task = self._progress.add_task("evaluate", total=total)
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=n)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 @app.command()
@@ -112,9 +172,7 @@ def presets(
     show: Annotated[str | None, typer.Option(help="Print one preset's full resolved config.")] = None,
 ) -> None:
     """List the named presets with one-line descriptions."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from segdend.cli.app import print_table
     from segdend.presets import build_config, list_presets
 
     if show:
@@ -122,8 +180,4 @@ def presets(
 
         print(tomli_w.dumps(build_config(show).model_dump(mode="json", exclude_none=True)))
         return
-    table = Table("preset", "description", box=None)
-    for name, desc in list_presets().items():
-        table.add_row(name, desc)
-    Console().print(table)
-    _ = np  # keep numpy import light for other commands
+    print_table(("preset", "description"), list(list_presets().items()))

@@ -154,6 +154,10 @@ def load_mnist(
         log(f"MNIST: reading {explicit} (from {origin})")
         mnist = _read_directory(explicit, origin)
         log(f"MNIST: loaded {mnist.n_train} training and {mnist.n_test} test images")
+        different = not_canonical(mnist)
+        if different:
+            log(f"warning: the files in {explicit} are not the canonical MNIST ("
+                f"{', '.join(different)} differ from its published MD5s); using them as given")
         return mnist
 
     cache = Path(default_cache_dir() if cache_dir is None else cache_dir).expanduser()
@@ -194,6 +198,24 @@ def load_mnist(
             return mnist
 
     raise SegdendError(f"could not load MNIST: {'; '.join(tried)}; {_HOW_TO_PROVIDE}")
+
+
+def not_canonical(mnist: MNIST) -> list[str]:
+    """The parts of ``mnist`` (``train_images``, ...) whose IDX bytes differ from the
+    canonical MNIST files (by MD5); empty for the real thing."""
+    import hashlib
+
+    from segdend.data.idx import idx_bytes
+    from segdend.data.layout import MNIST_MD5
+
+    out = []
+    for key, md5 in MNIST_MD5.items():
+        array = getattr(mnist, key)
+        if key.endswith("images"):
+            array = array.reshape(-1, 28, 28)
+        if hashlib.md5(idx_bytes(array), usedforsecurity=False).hexdigest() != md5:
+            out.append(key.replace("_", " "))
+    return out
 
 
 def split_validation(
