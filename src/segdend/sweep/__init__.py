@@ -37,21 +37,21 @@ run        :func:`run_sweep`: skip, submit, follow, retry, summarise
 Every name is importable from ``segdend.sweep`` itself.
 """
 
-from segdend.sweep.cluster import available_cores, connect, local_cluster
-from segdend.sweep.grid import (
-    MAX_LABEL,
-    RESERVED_KEYS,
-    condition_label,
-    parse_grid,
-    safe_name,
-    split_top_level,
-)
-from segdend.sweep.monitor import RunOutcome
+# ``X as X``: importable from here as before the split, though not in __all__ (as before).
+from segdend.sweep.cluster import available_cores as available_cores
+from segdend.sweep.cluster import connect, local_cluster
+from segdend.sweep.grid import MAX_LABEL as MAX_LABEL
+from segdend.sweep.grid import RESERVED_KEYS as RESERVED_KEYS
+from segdend.sweep.grid import condition_label, parse_grid, safe_name, split_top_level
+from segdend.sweep.monitor import RunOutcome as RunOutcome
 from segdend.sweep.plan import Condition, RunSpec, SweepPlan, describe_plan, plan_sweep
 from segdend.sweep.run import SweepResult, run_sweep
 from segdend.sweep.state import checkpoint_position, final_test_error, run_state
 from segdend.sweep.target import BaseCondition, Target, resolve_target
-from segdend.sweep.worker import THREAD_ENV, DataFactory, execute_run, limit_threads, run_lock
+from segdend.sweep.worker import THREAD_ENV as THREAD_ENV
+from segdend.sweep.worker import DataFactory as DataFactory
+from segdend.sweep.worker import execute_run, limit_threads, run_lock
+from segdend.sweep.worker import log_ as log_
 
 __all__ = [
     "BaseCondition",
@@ -77,6 +77,3 @@ __all__ = [
     "safe_name",
     "split_top_level",
 ]
-
-# Also importable from here, as before the split (not in __all__, as before).
-_ALSO = (MAX_LABEL, RESERVED_KEYS, THREAD_ENV, DataFactory, RunOutcome, available_cores)
