@@ -281,6 +281,6 @@ def test_evaluate_json(cli, finished_run, small_mnist):
     result = cli.invoke(app, ["evaluate", str(finished_run), "--data-dir", str(small_mnist),
                               "--json"])
     assert result.exit_code == 0, result.output
-    res = json.loads(result.output)
+    res = json.loads(result.stdout.strip().splitlines()[-1])
     assert 0 <= res["test_error_mean"] <= 100 and res["repeats"] == 1
     assert not (finished_run / "evaluations").exists(), "only --save keeps an evaluation"

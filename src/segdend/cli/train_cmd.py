@@ -117,7 +117,8 @@ def evaluate(
             res = evaluate_run(run_dir, checkpoint=checkpoint, repeats=repeats,
                                test_examples=test_examples,
                                data_dir=str(data_dir) if data_dir else None, engine=engine,
-                               log=say, on_start=bar.start, on_chunk=bar.advance)
+                               log=_warnings_only if as_json else say, on_start=bar.start,
+                               on_chunk=bar.advance)
         except KeyboardInterrupt:
             say("stopped; nothing was saved")
             raise typer.Exit(130) from None
@@ -136,6 +137,12 @@ def evaluate(
     say(f"{run_dir}: test error {res['test_error_mean']:.2f}%{spread} over "
         f"{plural(n, 'test')} of {res['test_images']:,} images{note}, checkpoint "
         f"{res['checkpoint']} ({where})" + (f"; saved {res['saved']}" if save else ""))
+
+
+def _warnings_only(line: str) -> None:
+    """With --json, stdout holds the JSON alone and stderr only what needs attention."""
+    if line.startswith("warning:") or " is more than the " in line:
+        say(line)
 
 
 class _EvaluateProgress:
