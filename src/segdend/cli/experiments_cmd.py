@@ -62,9 +62,9 @@ def reproduce(
                              data_dir=str(data_dir) if data_dir else None, mode=mode,
                              engine=engine, test_repeats=test_repeats, overrides=set_ or [],
                              log=say, progress=progress and sys.stderr.isatty())
-    except TrainingInterrupted:
-        say("stopped: checkpoint written; run the same command again to continue")
-        raise typer.Exit(130) from None
+    except TrainingInterrupted as stop:
+        say("stopped: run the same command again to continue from the last checkpoints")
+        raise typer.Exit(stop.exit_code) from None
     for row in _rows(res.summary):
         say(f"  {row['condition']}: test error {row['test_error_mean'] or '-'}% "
             f"(sd {row['test_error_sd'] or '-'}), {row['measure']} {row['value_mean'] or '-'}"
