@@ -1,6 +1,7 @@
 """Speed of the Numba engine against a baseline in the style of the published (2017) code.
 
-    python benchmarks/bench_engines.py --data-dir /work/shared/data/mnist
+    python benchmarks/bench_engines.py --data-dir ../shared/data/mnist --baseline-examples 20
+    NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= python benchmarks/bench_engines.py ...  # AVX2
 
 For spiking (500, 10), spiking (500, 100, 10) and rate (500, 10) networks it prints the time
 per training example (online learning, random phase lengths, the default config) and per
@@ -269,7 +270,8 @@ def bench_case(label, mode, layers, eta, data, args):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default="/work/shared/data/mnist")
+    ap.add_argument("--data-dir", default=os.environ.get("SEGDEND_TEST_MNIST",
+                                                   "../shared/data/mnist"))
     ap.add_argument("--examples", type=int, default=3000, help="training examples timed")
     ap.add_argument("--test-images", type=int, default=2000, help="test images timed")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,

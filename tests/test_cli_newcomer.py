@@ -350,11 +350,9 @@ def test_progress_rate_is_recent_not_since_start():
 
 def test_no_absolute_machine_paths_in_tests_benchmarks_and_docs():
     pattern = re.compile(r"/(work|home/\w+|Users/\w+)/")
-    # benchmarks/bench_engines.py belongs to the engine work under way (issue 10)
-    skip = {ROOT / "benchmarks" / "bench_engines.py"}
-    files = [*ROOT.glob("tests/**/*.py"), *ROOT.glob("benchmarks/*.py"),
-             *ROOT.glob("docs/sweeps.md"), ROOT / "README.md"]
-    bad = [f"{p.relative_to(ROOT)}:{i}" for p in files if p not in skip
+    files = [*ROOT.glob("src/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("benchmarks/*.py"),
+             *ROOT.glob("scripts/*.py"), *ROOT.glob("docs/*.md"), ROOT / "README.md"]
+    bad = [f"{p.relative_to(ROOT)}:{i}" for p in files
            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not bad, bad
 

@@ -41,9 +41,19 @@ def mix64(z):
     return z ^ (z >> _S31)
 
 
+def unit_interval(bits53):
+    """The 53-bit integer ``bits53`` as a double in [0, 1): ``bits53 / 2**53`` (exact)."""
+    return bits53 * _INV53
+
+
+def uniform_at(z):
+    """The uniform draw at point ``z = key + counter * GAMMA`` of a stream's Weyl sequence."""
+    return unit_interval(mix64(z) >> _S11)
+
+
 def uniform(key, counter):
     """Uniform draw in [0, 1) for a stream ``key`` at position ``counter`` (uint64)."""
-    return (mix64(key + counter * GAMMA) >> _S11) * _INV53
+    return uniform_at(key + counter * GAMMA)
 
 
 def spike_counter(phase, step, layer, unit):

@@ -20,7 +20,6 @@ any of the modules compiled into them, not only of their own file.
 from __future__ import annotations
 
 import hashlib
-import math
 import types
 from pathlib import Path
 
@@ -56,19 +55,22 @@ def jit_from(fn, **callees):
 
 
 def _sources_digest() -> str:
-    """Digest of the sources compiled into the kernels besides their own file."""
+    """Digest of the sources compiled into the kernels besides their own file: the
+    equations and every module of the Numba engine (``engines/_numba_*.py``)."""
     h = hashlib.sha256()
     for module in (dyn, plasticity, rng):
         h.update(Path(module.__file__).read_bytes())
-    h.update(Path(__file__).read_bytes())
+    for path in sorted(Path(__file__).parent.glob("_numba_*.py")):
+        h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()
 
 
 def cached_njit(**options):
     """``numba.njit(cache=True, **options)``, with the on-disk cache also keyed on the sources
-    of dynamics.py, plasticity.py, rng.py and this module (Numba by itself checks only the
-    kernel's file, so an edited equation would otherwise keep running from a stale cache).
-    Falls back to Numba's own cache if its internals differ from those of Numba 0.58-0.68."""
+    of dynamics.py, plasticity.py, rng.py and the engine's ``_numba_*`` modules (Numba by
+    itself checks only the kernel's file, so an edited equation would otherwise keep running
+    from a stale cache). Falls back to Numba's own cache if its internals differ from those of
+    Numba 0.58-0.68."""
 
     def decorate(fn):
         kernel = numba.njit(cache=True, **options)(fn)
@@ -109,9 +111,63 @@ def cached_njit(**options):
 # Counter-based randomness (rng.py)
 
 mix64 = jit_from(rng.mix64)
-uniform = jit_from(rng.uniform, mix64=mix64)
 spike_counter = jit_from(rng.spike_counter)
 normal_from_uniforms = jit_from(rng.normal_from_uniforms)
+
+
+@intrinsic
+def _uint64_bits_as_float64(typingctx, x):
+    sig = nbtypes.float64(nbtypes.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _float64_bits_as_int64(typingctx, x):
+    sig = nbtypes.int64(nbtypes.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
+_TWO52_BITS = np.uint64(0x4330000000000000)  # the bits of 2.0**52
+_LO32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def exact_u53_to_float(x):
+    """``float(x)`` for an integer ``0 <= x < 2**53`` (uint64), exactly, with integer and
+    floating-point operations that AVX2 has in vector form (it has no uint64 -> double
+    conversion): each 32-bit half becomes a double by the 2**52 exponent trick, both exactly,
+    and their sum ``hi * 2**32 + lo`` is exact because ``x`` is representable."""
+    hi = _uint64_bits_as_float64((x >> _S32) | _TWO52_BITS) - 4503599627370496.0
+    lo = _uint64_bits_as_float64((x & _LO32) | _TWO52_BITS) - 4503599627370496.0
+    return hi * 4294967296.0 + lo
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def unit_interval_fast(bits53):
+    """``rng.unit_interval`` to the bit, vectorisable on any x86 target."""
+    return exact_u53_to_float(bits53) * rng._INV53
+
+
+uniform_at = jit_from(rng.uniform_at, mix64=mix64, unit_interval=unit_interval_fast)
+uniform = jit_from(rng.uniform, uniform_at=uniform_at)
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def stream_origin(key, phase, step, layer):
+    """The Weyl point of unit 0 of one layer's spike draws in one step: the draw of unit i is
+    ``uniform_at(origin + i * GAMMA)``, i.e. ``rng.uniform(key, spike_counter(phase, step,
+    layer, i))`` (the unit is the counter's low field, so counter = counter(unit 0) + i);
+    it spares a multiplication per draw."""
+    return key + spike_counter(phase, step, layer, np.uint64(0)) * rng.GAMMA
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -172,7 +228,7 @@ def fast_exp(x):
     """
     xc = x if x > -708.0 else -708.0
     xc = xc if xc < 709.0 else 709.0
-    n = math.floor(fma(xc, _INV_LN2, 0.5))
+    n = np.floor(fma(xc, _INV_LN2, 0.5))  # a double: math.floor would give an int64
     r = fma(-n, _LN2_LO, fma(-n, _LN2_HI, xc))
     p = fma(_E11, r, _E10)
     p = fma(p, r, _E9)
@@ -185,7 +241,11 @@ def fast_exp(x):
     p = fma(p, r, _E2)
     p = fma(p, r, _E1)
     p = fma(p, r, _E0)
-    res = p * _int64_bits_as_float64((np.int64(n) + 1023) << 52)
+    # 2**n from the exponent bits. n is integral with |n| <= 1022: adding 1.5 * 2**52 puts it
+    # in the low mantissa bits (exactly), which avoids a double -> int64 conversion (AVX2
+    # has none in vector form); the shift keeps only the 11 bits of n + 1023.
+    n_bits = _float64_bits_as_int64(n + 6755399441055744.0)
+    res = p * _int64_bits_as_float64((n_bits + 1023) << 52)
     return res if x == x else x
 
 
