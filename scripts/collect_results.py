@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_results import COMMON, PLAN, finished, options  # noqa: E402
+from run_results import COMMON, PLAN, finished, options, restore_committed  # noqa: E402
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -51,6 +51,7 @@ def main() -> None:
         out = opts.pop("out")
         planned = plan_runs(exp, out, **opts)
         for r in planned:
+            restore_committed(exp, r, results)
             if not finished(r.run_dir, epochs):
                 share_identical_run(r, runs)
         if not all(finished(r.run_dir, epochs) for r in planned):
