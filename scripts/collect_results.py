@@ -87,6 +87,8 @@ def main() -> None:
     shutil.copy2(runs / "report.html", results / "report.html")
     rows = list(csv.DictReader(open(results / "summary.csv")))
     write_readme_table(rows)
+    import compare_conditions
+    compare_conditions.main_for(results)
     print(f"results/ updated for {', '.join(done)}")
 
 
