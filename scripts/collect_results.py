@@ -82,9 +82,9 @@ def main() -> None:
     if not done:
         print("nothing finished yet")
         return
-    _, summary = write_report(runs)
-    shutil.copy2(summary, results / "summary.csv")
-    shutil.copy2(runs / "report.html", results / "report.html")
+    # The report and the summary from results/ itself: experiments not collected this time
+    # keep their committed rows and figures.
+    write_report(results)
     rows = list(csv.DictReader(open(results / "summary.csv")))
     write_readme_table(rows)
     import compare_conditions

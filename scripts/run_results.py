@@ -97,8 +97,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     out = Path(args.out)
-    jobs = [(e, n, c, seeds, i, args.data_dir, out)
-            for e, n, conds, seeds in PLAN for i in range(seeds) for c in conds]
+    # Short runs (a few epochs) first, then the plan's order, seed by seed.
+    jobs = sorted(((e, n, c, seeds, i, args.data_dir, out)
+                   for e, n, conds, seeds in PLAN for i in range(seeds) for c in conds),
+                  key=lambda j: (j[1] > 2, [p[0] for p in PLAN].index(j[0]), j[4]))
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         for line in pool.imap_unordered(train_one, jobs):
             print(line, flush=True)
