@@ -164,7 +164,13 @@ class TrainingConfig(_Section):
     epochs: int = Field(60, gt=0)
     eta: tuple[float, ...] = (0.21, 0.21)
     """Learning rate per layer, bottom-up (hidden layers then output)."""
-    learning_rule: Literal["local", "backprop", "feedback_alignment"] = "local"
+    learning_rule: str = "local"
+    """A name of ``plasticity.HIDDEN_RULES`` (local, backprop, feedback_alignment, burst);
+    checked against that registry when an engine is built (``plasticity.hidden_rule``):
+    plasticity sits floors above the config, which may not import it."""
+    burst_scale: float = 1.0
+    """The ``burst`` rule's scale s > 0: burst counts ``Poisson(s alpha) / s`` (mean alpha;
+    less noise as s grows)."""
     feedback_learning: bool = False
     eta_feedback: tuple[float, ...] | None = None
     seed: int = Field(0, ge=0)
@@ -210,6 +216,21 @@ class TrainingConfig(_Section):
         for i, e in enumerate(v):
             if not math.isfinite(e) or e < 0:
                 raise ValueError(f"[{i}] must be a finite number >= 0; got {e}")
+        return v
+
+    @field_validator("learning_rule")
+    @classmethod
+    def _rule_named(cls, v: str) -> str:
+        if not v.isidentifier():
+            raise ValueError(f"must be the name of a learning rule (plasticity.HIDDEN_RULES); "
+                             f"got {v!r}")
+        return v
+
+    @field_validator("burst_scale")
+    @classmethod
+    def _burst_scale_ok(cls, v: float) -> float:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"must be a finite number > 0; got {v}")
         return v
 
     @field_validator("device")

@@ -1,15 +1,45 @@
 """Local losses and weight updates from phase summaries (MODEL.md sections 5 and 7).
 
-Pure functions of arrays and floats, shared by every engine (the compiled engines ``njit``
-these same functions). ``E`` vectors are the error terms; an update is
-``W -= eta * P * outer(E, sbar_f)``, ``b -= eta * P * E``.
+Pure functions of arrays and floats, shared by every engine. ``E`` vectors are the error
+terms; an update is ``W -= eta * P * outer(E, sbar_f)``, ``b -= eta * P * E``.
+
+**Hidden-layer learning rules** are the functions listed in :data:`HIDDEN_RULES`, all with the
+signature of :func:`rule_local` (a layer's phase summary and its context; each rule reads only
+what it needs). They reach arrays only through the module-level helpers ``sigmoid``,
+``sigmoid_prime``, :func:`matvec`, ``poisson_from_uniform`` and the error functions below, so
+each engine runs the very same function with its own helpers bound: the reference as written
+(NumPy), the Numba engine compiled with :func:`~segdend.engines._numba_prims.jit_from`, the
+torch engine rebound (:func:`rebind`) to tensor helpers with a leading member axis. A new rule
+is one function here and its entry in :data:`HIDDEN_RULES`.
 """
 
 from __future__ import annotations
 
+import types
+from dataclasses import dataclass
+
 import numpy as np
 
-from segdend.dynamics import sigmoid, sigmoid_prime
+from segdend import rng
+from segdend.dynamics import poisson_from_uniform, sigmoid, sigmoid_prime
+from segdend.errors import SegdendError
+
+
+def rebind(fn, **callees):
+    """A copy of ``fn`` whose global names ``callees`` (the helpers it calls) are replaced,
+    ``fn`` itself untouched: how an engine runs this module's functions on its own arrays."""
+    env = dict(fn.__globals__)
+    env.update(callees)
+    clone = types.FunctionType(fn.__code__, env, fn.__name__, fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__
+    clone.__module__ = fn.__module__
+    clone.__doc__ = fn.__doc__
+    return clone
+
+
+def matvec(B, e):
+    """``B @ e``: a matrix times a vector (torch binds a batched version)."""
+    return B @ e
 
 
 def output_error(phibar_t, ubar_f, phi_max, k_D):
@@ -28,13 +58,90 @@ def hidden_error_propagated(B, e_above, vbar_f, phi_max, k_B):
     With ``B = W[m+1].T`` this is backprop; with the feedback matrix ``B = Y[m]`` it is
     feedback alignment (``E_above`` is then the output error for broadcast wiring).
     """
-    return (B @ e_above) * k_B * phi_max * sigmoid_prime(vbar_f)
+    return matvec(B, e_above) * k_B * phi_max * sigmoid_prime(vbar_f)
 
 
 def feedback_error(vbar_f, alpha_f, abar_f, phi_max):
     """Feedback learning (code only, MODEL.md 7):
     ``E_inv = -(phi_max sigmoid(Vbar_f) - alpha_f) sigmoid'(Abar_f)``."""
     return -(phi_max * sigmoid(vbar_f) - alpha_f) * sigmoid_prime(abar_f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hidden-layer learning rules (one signature; chosen by name from HIDDEN_RULES)
+
+
+def rule_local(alpha_t, alpha_f, vbar_f, B_fa, e_fa_above, W_up_T, e_bp_above, u_t, u_f,
+               phi_max, k_B, burst_scale):
+    """The paper's local rule (MODEL.md 5): the plateau difference ``alpha_t - alpha_f``.
+
+    The common signature of every rule, for hidden layer m: ``alpha_t``, ``alpha_f`` (n,)
+    target- and forward-phase plateaus; ``vbar_f`` (n,) forward-phase mean somatic voltage;
+    ``B_fa`` (n, n_src) the feedback matrix ``Y[m]``; ``e_fa_above`` the output error
+    (broadcast wiring) or the error of layer m+1 (layer-wise); ``W_up_T`` ``W[m+1].T`` after
+    its update; ``e_bp_above`` the backprop error of layer m+1 (given only to rules with
+    ``needs_bp``); ``u_t``, ``u_f`` (n,) uniforms of the target and forward phase (given only
+    to rules that ``draw``); ``phi_max``, ``k_B``; ``burst_scale`` (``training.burst_scale``).
+    Returns ``E_m`` (n,).
+    """
+    return hidden_error_local(alpha_t, alpha_f, vbar_f, phi_max, k_B)
+
+
+def rule_backprop(alpha_t, alpha_f, vbar_f, B_fa, e_fa_above, W_up_T, e_bp_above, u_t, u_f,
+                  phi_max, k_B, burst_scale):
+    """Backprop (MODEL.md 7): ``E_m = (W[m+1].T @ E_bp[m+1]) k_B phi_max sigmoid'(Vbar_f)``."""
+    return hidden_error_propagated(W_up_T, e_bp_above, vbar_f, phi_max, k_B)
+
+
+def rule_feedback_alignment(alpha_t, alpha_f, vbar_f, B_fa, e_fa_above, W_up_T, e_bp_above,
+                            u_t, u_f, phi_max, k_B, burst_scale):
+    """Feedback alignment (MODEL.md 7): the error above sent through the fixed feedback
+    matrix, ``E_m = (Y[m] @ E_above) k_B phi_max sigmoid'(Vbar_f)``."""
+    return hidden_error_propagated(B_fa, e_fa_above, vbar_f, phi_max, k_B)
+
+
+def rule_burst(alpha_t, alpha_f, vbar_f, B_fa, e_fa_above, W_up_T, e_bp_above, u_t, u_f,
+               phi_max, k_B, burst_scale):
+    """Plateau bursts (the paper's Methods, eq. 36-37; MODEL.md 5): at the end of each phase
+    a hidden neuron fires ``N ~ Poisson(s alpha) / s`` bursts (``s = burst_scale``; the mean
+    is ``alpha`` for any s, the noise shrinks as s grows), and the local rule uses the burst
+    counts in place of the plateaus: ``E_m = -(N_t - N_f) k_B phi_max sigmoid'(Vbar_f)``.
+    Counts by inverse CDF of the uniforms ``u_t``, ``u_f``, so every engine draws the same."""
+    n_t = poisson_from_uniform(burst_scale * alpha_t, u_t) / burst_scale
+    n_f = poisson_from_uniform(burst_scale * alpha_f, u_f) / burst_scale
+    return hidden_error_local(n_t, n_f, vbar_f, phi_max, k_B)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A hidden-layer learning rule: its ``name`` (``training.learning_rule``), its ``error``
+    function (the signature of :func:`rule_local`), whether it ``draws`` (engines then give
+    it the uniforms ``rng.layer_uniforms(burst_key, phase, 0, m + 1, n)`` of the forward
+    (phase 0) and target phase (phase 1)) and whether it ``needs_bp`` (engines then compute
+    the backprop errors of the layers above)."""
+
+    name: str
+    error: types.FunctionType
+    draws: bool = False
+    needs_bp: bool = False
+
+
+HIDDEN_RULES: dict[str, Rule] = {r.name: r for r in (
+    Rule("local", rule_local),
+    Rule("backprop", rule_backprop, needs_bp=True),
+    Rule("feedback_alignment", rule_feedback_alignment),
+    Rule("burst", rule_burst, draws=True),
+)}
+"""Every hidden-layer learning rule, by name, in a fixed order."""
+
+
+def hidden_rule(name: str) -> Rule:
+    """The rule called ``name`` (``training.learning_rule``); raises SegdendError otherwise."""
+    rule = HIDDEN_RULES.get(name)
+    if rule is None:
+        raise SegdendError(f"`training.learning_rule` must be one of "
+                           f"{', '.join(HIDDEN_RULES)}; got {name!r}")
+    return rule
 
 
 def apply_update(W, b, E, sbar_f, eta, P):
@@ -55,15 +162,18 @@ def hidden_loss(alpha_t, alpha_f):
     return float(d @ d)
 
 
-def update_network(params, rule: str, wiring: str, c, eta, fwd, tgt, eta_feedback=None):
+def update_network(params, rule: str, wiring: str, c, eta, fwd, tgt, eta_feedback=None,
+                   burst_key=None, burst_scale: float = 1.0):
     """Apply one example's updates top-down after its target phase (MODEL.md 5 and 7).
 
-    ``fwd`` and ``tgt`` are the forward- and target-phase :class:`~segdend.engines.base.
-    PhaseSummary`. The hidden error of backprop uses the weights above *after* their update,
-    as the published code does (it updates layers top-down in place). Returns the error
-    vectors (bottom-up) and, for the local rule, the backprop errors of the same example
+    ``rule`` names a :data:`HIDDEN_RULES` entry; ``fwd`` and ``tgt`` are the forward- and
+    target-phase :class:`~segdend.engines.base.PhaseSummary`; ``burst_key`` the example's key
+    of the rule's draws (rules that draw). The hidden error of backprop uses the weights
+    above *after* their update, as the published code does (it updates layers top-down in
+    place). Returns the error vectors (bottom-up) and the backprop errors of the same example
     (for the angle analysis).
     """
+    hidden = hidden_rule(rule)
     n_layers = len(params.W)
     top = n_layers - 1
     errors: list[np.ndarray] = [np.empty(0)] * n_layers
@@ -72,17 +182,21 @@ def update_network(params, rule: str, wiring: str, c, eta, fwd, tgt, eta_feedbac
     errors_bp[top] = errors[top]
     apply_update(params.W[top], params.b[top], errors[top], fwd.sbar[top], eta[top], c.P_out)
     for m in range(top - 1, -1, -1):
-        errors_bp[m] = hidden_error_propagated(params.W[m + 1].T, errors_bp[m + 1], fwd.vbar[m],
+        W_up_T = params.W[m + 1].T
+        errors_bp[m] = hidden_error_propagated(W_up_T, errors_bp[m + 1], fwd.vbar[m],
                                                c.phi_max, c.k_B)
-        if rule == "local":
-            errors[m] = hidden_error_local(tgt.alpha[m], fwd.alpha[m], fwd.vbar[m],
-                                           c.phi_max, c.k_B)
-        elif rule == "backprop":
-            errors[m] = errors_bp[m]
-        else:
-            above = errors[top] if wiring == "broadcast" else errors[m + 1]
-            errors[m] = hidden_error_propagated(params.Y[m], above, fwd.vbar[m],
-                                                c.phi_max, c.k_B)
+        u_t = u_f = None
+        if hidden.draws:
+            if burst_key is None:
+                raise SegdendError(f"the {rule!r} learning rule draws random numbers: the "
+                                   "batch needs burst_keys (train.make_batch makes them)")
+            n = fwd.vbar[m].shape[0]
+            u_f = rng.layer_uniforms(burst_key, 0, 0, m + 1, n)
+            u_t = rng.layer_uniforms(burst_key, 1, 0, m + 1, n)
+        above = errors[top] if wiring == "broadcast" else errors[m + 1]
+        errors[m] = hidden.error(tgt.alpha[m], fwd.alpha[m], fwd.vbar[m], params.Y[m], above,
+                                 W_up_T, errors_bp[m + 1], u_t, u_f, c.phi_max, c.k_B,
+                                 burst_scale)
         apply_update(params.W[m], params.b[m], errors[m], fwd.sbar[m], eta[m], c.P_hidden)
         if eta_feedback is not None:
             e_inv = feedback_error(fwd.vbar[m], fwd.alpha[m], fwd.abar[m], c.phi_max)

@@ -28,6 +28,7 @@ _INV53 = 1.0 / 9007199254740992.0
 
 # Purposes: one stream family per kind of randomness.
 INIT, ORDER, PHASES, TRAIN_SPIKES, TEST_SPIKES, PLATEAU, FEEDBACK_NOISE, SPARSE_MASK = range(8)
+BURST = 8  # the draws of learning rules (plasticity.Rule.draws), e.g. plateau bursts
 
 # Bit layout of a spike counter: unit (24 bits), layer (4), step (22), phase (2).
 UNIT_BITS, LAYER_BITS, STEP_BITS = 24, 4, 22

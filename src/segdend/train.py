@@ -233,7 +233,7 @@ def make_batch(config: RunConfig, images: np.ndarray, labels: np.ndarray, epoch:
     ``image_index``, phase lengths ``lengths`` (one row per position), keys from the seed."""
     seed = config.training.seed
     keys = [rng.derive_keys(rng.derive_key(seed, purpose, epoch), positions)
-            for purpose in (rng.TRAIN_SPIKES, rng.PLATEAU, rng.FEEDBACK_NOISE)]
+            for purpose in (rng.TRAIN_SPIKES, rng.PLATEAU, rng.FEEDBACK_NOISE, rng.BURST)]
     return TrainBatch(as_pixels(images[image_index]),
                       np.asarray(labels[image_index], dtype=np.int64),
                       np.asarray(lengths, dtype=np.int64), *keys)

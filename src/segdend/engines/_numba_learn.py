@@ -8,14 +8,17 @@ feedback variants, and the per-example losses.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numba
 import numpy as np
 
+from segdend.engines import _numba_layout as layout
 from segdend.engines._numba_layout import NOISY, RANDOM
 from segdend.engines._numba_prims import (
     JIT_OPTIONS,
     feedback_error,
-    hidden_error_local,
+    hidden_error,
     hidden_error_propagated,
     hidden_loss,
     layer_normal,
@@ -23,7 +26,15 @@ from segdend.engines._numba_prims import (
     output_loss,
     plateau_delay,
     plateau_fast,
+    spike_counter,
+    uniform,
 )
+
+Cfg = namedtuple("Cfg", [*layout.Cfg._fields, "rule_draws", "rule_needs_bp", "burst_scale"])
+"""The layout's constants (:data:`segdend.engines._numba_layout.Cfg`) and the learning rule's:
+``rule`` its index in ``plasticity.HIDDEN_RULES`` (:func:`~segdend.engines._numba_prims.
+rule_index`), ``rule_draws`` / ``rule_needs_bp`` its ``Rule.draws`` / ``Rule.needs_bp``,
+``burst_scale`` ``training.burst_scale``."""
 
 # ---------------------------------------------------------------------------------------------
 # Summaries, updates, feedback
@@ -119,11 +130,13 @@ def apply_update(c, WT, B, net, m, E, sbar, eta, P, fix_rings):
 
 
 @numba.njit(**JIT_OPTIONS)
-def update_network(c, WT, B, YT, net, sm, fix_rings, angle_parts):
+def update_network(c, WT, B, YT, net, sm, fix_rings, angle_parts, burst_key):
     """plasticity.update_network on the engine's layout: the output layer first, then the
-    hidden layers top-down (backprop errors use the weights above after their update).
-    ``angle_parts[m]`` gets (E.E_bp, E.E, E_bp.E_bp) of hidden layer m; the backprop errors
-    are computed only when the rule or this recording uses them."""
+    hidden layers top-down, each by the rule of plasticity.HIDDEN_RULES (backprop errors use
+    the weights above after their update). ``angle_parts[m]`` gets (E.E_bp, E.E, E_bp.E_bp)
+    of hidden layer m; the backprop errors are computed only when the rule or this recording
+    uses them, the rule's uniforms (``rng.layer_uniforms(burst_key, phase, 0, l, n)``) only
+    when it draws."""
     sizes, noff = c.sizes, c.noff
     top = sizes.size - 1
     tb, nt = noff[top], sizes[top]
@@ -131,27 +144,29 @@ def update_network(c, WT, B, YT, net, sm, fix_rings, angle_parts):
     apply_update(c, WT, B, net, top - 1, e_top, sm.sbar_f, c.eta[top - 1], c.P_out, fix_rings)
     e_bp_above = e_top
     e_above = e_top
-    need_bp = c.rule == 1 or angle_parts.shape[0] > 0
+    need_bp = c.rule_needs_bp or angle_parts.shape[0] > 0
     for l in range(top - 1, 0, -1):
         m = l - 1
         n, base, n_up = sizes[l], noff[l], sizes[l + 1]
         vbar = sm.vbar_f[base:base + n]
         w_up = c.woff[l]
+        w_up_t = WT[w_up:w_up + n * n_up].reshape((n, n_up))
         e_bp = e_bp_above[:0]
         if need_bp:
-            e_bp = hidden_error_propagated(WT[w_up:w_up + n * n_up].reshape((n, n_up)),
-                                           e_bp_above, vbar, c.phi_max, c.k_B)
-        if c.rule == 0:
-            e = hidden_error_local(sm.alpha_t[base:base + n], sm.alpha_f[base:base + n], vbar,
-                                   c.phi_max, c.k_B)
-        elif c.rule == 1:
-            e = e_bp
-        else:
-            src = c.src[l]
-            ns = sizes[src]
-            y_l = YT[c.yoff[l]:c.yoff[l] + ns * n].reshape((ns, n)).T
-            e = hidden_error_propagated(y_l, e_above if c.layerwise else e_top, vbar,
-                                        c.phi_max, c.k_B)
+            e_bp = hidden_error_propagated(w_up_t, e_bp_above, vbar, c.phi_max, c.k_B)
+        ns = sizes[c.src[l]]
+        y_l = YT[c.yoff[l]:c.yoff[l] + ns * n].reshape((ns, n)).T
+        u_t = vbar[:0]
+        u_f = vbar[:0]
+        if c.rule_draws:
+            u_t = np.empty(n)
+            u_f = np.empty(n)
+            for i in range(n):
+                u_f[i] = uniform(burst_key, spike_counter(0, 0, l, np.uint64(i)))
+                u_t[i] = uniform(burst_key, spike_counter(1, 0, l, np.uint64(i)))
+        e = hidden_error(c.rule, sm.alpha_t[base:base + n], sm.alpha_f[base:base + n], vbar,
+                         y_l, e_above if c.layerwise else e_top, w_up_t, e_bp_above, u_t, u_f,
+                         c.phi_max, c.k_B, c.burst_scale)
         apply_update(c, WT, B, net, m, e, sm.sbar_f, c.eta[m], c.P_hidden, fix_rings)
         if c.fb_learning:
             e_inv = feedback_error(vbar, sm.alpha_f[base:base + n], sm.abar_f[base:base + n],

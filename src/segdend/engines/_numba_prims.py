@@ -20,6 +20,7 @@ any of the modules compiled into them, not only of their own file.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import types
 from pathlib import Path
 
@@ -294,11 +295,56 @@ def poisson_tail(rate, u, p):
 # ---------------------------------------------------------------------------------------------
 # Learning (plasticity.py)
 
+matvec = jit_from(plasticity.matvec)
 output_error = jit_from(plasticity.output_error, sigmoid=sigmoid, sigmoid_prime=sigmoid_prime)
 hidden_error_local = jit_from(plasticity.hidden_error_local, sigmoid_prime=sigmoid_prime)
 hidden_error_propagated = jit_from(plasticity.hidden_error_propagated,
-                                   sigmoid_prime=sigmoid_prime)
+                                   sigmoid_prime=sigmoid_prime, matvec=matvec)
 feedback_error = jit_from(plasticity.feedback_error, sigmoid=sigmoid,
                           sigmoid_prime=sigmoid_prime)
 output_loss = jit_from(plasticity.output_loss, sigmoid=sigmoid)
 hidden_loss = jit_from(plasticity.hidden_loss)
+
+
+@numba.njit(**JIT_OPTIONS)
+def poisson_counts(rate, u):
+    """``dynamics.poisson_from_uniform`` for 1-D arrays, unit by unit (:func:`poisson_tail`)."""
+    out = np.empty(rate.size)
+    for i in range(rate.size):
+        out[i] = poisson_tail(rate[i], u[i], np.exp(-rate[i]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Hidden-layer learning rules (plasticity.HIDDEN_RULES), one compiled dispatch
+
+RULE_CALLEES = dict(sigmoid=sigmoid, sigmoid_prime=sigmoid_prime, matvec=matvec,
+                    poisson_from_uniform=poisson_counts, hidden_error_local=hidden_error_local,
+                    hidden_error_propagated=hidden_error_propagated)
+"""What a rule of plasticity.py may call, compiled."""
+
+
+def rule_index(name: str) -> int:
+    """The position of rule ``name`` in ``plasticity.HIDDEN_RULES``: the compiled dispatch's
+    code for it (``Cfg.rule``), internal to this engine."""
+    return list(plasticity.HIDDEN_RULES).index(plasticity.hidden_rule(name).name)
+
+
+def _compile_dispatch(rules: dict):
+    """``hidden_error(index, *args)``: rule number ``index`` of ``rules`` applied to the
+    rules' common arguments, an if-chain generated from the registry's order (a compiled
+    kernel cannot take the rule as a function argument and still be cached on disk)."""
+    params = ", ".join(inspect.signature(plasticity.rule_local).parameters)
+    env = {f"rule_{i}": jit_from(rule.error, **RULE_CALLEES)
+           for i, rule in enumerate(rules.values())}
+    lines = [f"def hidden_error(index, {params}):"]
+    for i in range(len(rules) - 1):
+        lines += [f"    if index == {i}:", f"        return rule_{i}({params})"]
+    lines.append(f"    return rule_{len(rules) - 1}({params})")
+    exec(compile("\n".join(lines), "<plasticity.HIDDEN_RULES dispatch>", "exec"), env)
+    fn = env["hidden_error"]
+    fn.__doc__ = "The hidden error of rule ``index`` of plasticity.HIDDEN_RULES (generated)."
+    return numba.njit(cache=False, **JIT_OPTIONS)(fn)
+
+
+hidden_error = _compile_dispatch(plasticity.HIDDEN_RULES)

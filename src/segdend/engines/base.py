@@ -69,8 +69,10 @@ class TrainBatch:
     """Examples to learn in order, with every random choice already made by the trainer.
 
     ``pixels`` (n, n_inputs) in [0, 1]; ``labels`` (n,); ``lengths`` (n, 2) forward/target
-    phase lengths in steps; ``keys`` (n,) uint64 stream keys of each example's spikes (also
-    used, with other purposes folded in, for plateau delays and feedback noise).
+    phase lengths in steps; uint64 stream keys (n,) of each example: ``keys`` its spikes,
+    ``plateau_keys`` its plateau delays, ``noise_keys`` its feedback noise, ``burst_keys``
+    the draws of a learning rule that draws (``rng.BURST``; None when the rule draws
+    nothing).
     """
 
     pixels: np.ndarray
@@ -79,6 +81,13 @@ class TrainBatch:
     keys: np.ndarray
     plateau_keys: np.ndarray
     noise_keys: np.ndarray
+    burst_keys: np.ndarray | None = None
+
+    def part(self, sl: slice) -> TrainBatch:
+        """The examples ``sl`` of this batch."""
+        return TrainBatch(self.pixels[sl], self.labels[sl], self.lengths[sl], self.keys[sl],
+                          self.plateau_keys[sl], self.noise_keys[sl],
+                          None if self.burst_keys is None else self.burst_keys[sl])
 
 
 @dataclass

@@ -21,9 +21,11 @@ import numba
 import numpy as np
 
 from segdend import dynamics as dyn
-from segdend import rng
+from segdend import plasticity, rng
 from segdend.config import RunConfig
+from segdend.engines import _numba_learn as learn
 from segdend.engines import _numba_sim as sim
+from segdend.engines._numba_prims import rule_index
 from segdend.engines.base import State, TestResult, TrainBatch, TrainResult, cleared_state
 from segdend.errors import SegdendError
 from segdend.network import Params, check_shapes
@@ -50,7 +52,6 @@ def unsupported_reason(config: RunConfig) -> str | None:
     return None
 
 
-_RULES = {"local": 0, "backprop": 1, "feedback_alignment": 2}
 _FEEDBACK = {"random": sim.RANDOM, "symmetric": sim.SYMMETRIC, "noisy_symmetric": sim.NOISY}
 
 
@@ -82,9 +83,10 @@ class NumbaEngine:
         self.sizes = (self.model.n_inputs, *self.model.layers)
         self.top = len(self.model.layers)
         self.threads = max(1, min(config.training.threads, numba.config.NUMBA_NUM_THREADS))
+        self.rule = plasticity.hidden_rule(config.training.learning_rule)
         self.cfg = self._constants()
 
-    def _constants(self) -> sim.Cfg:
+    def _constants(self) -> learn.Cfg:
         model, tr, c = self.model, self.config.training, self.c
         sizes = np.array(self.sizes, dtype=np.int64)
         top = self.top
@@ -108,7 +110,7 @@ class NumbaEngine:
         two_exp = (c.decay_L**k - c.decay_s**k) / c.tau_gap
         recursive = (not c.exact_kernel
                      and bool(np.allclose(kappa, two_exp, rtol=1e-12, atol=0.0)))
-        return sim.Cfg(
+        return learn.Cfg(
             sizes=sizes, noff=noff, woff=woff, yoff=yoff, src=src, is_source=is_source,
             taps=taps, kappa=kappa, exact=bool(c.exact_kernel), recursive=recursive,
             decay_L=float(c.decay_L), decay_s=float(c.decay_s),
@@ -122,11 +124,13 @@ class NumbaEngine:
             random_plateau=model.plateau_times == "random",
             plateau_sd=float(model.plateau_time_sd), plateau_max=int(model.plateau_time_max),
             integ_last=self.phases.integration == "last",
-            rule=_RULES[tr.learning_rule], layerwise=model.feedback_wiring == "layerwise",
+            rule=rule_index(self.rule.name), layerwise=model.feedback_wiring == "layerwise",
             fb_learning=bool(tr.feedback_learning),
             eta=np.array(tr.eta, dtype=np.float64),
             eta_fb=np.array(eta_fb, dtype=np.float64).reshape(-1),
             feedback_mode=_FEEDBACK[model.feedback], noise_sd=float(model.feedback_noise_sd),
+            rule_draws=self.rule.draws, rule_needs_bp=self.rule.needs_bp,
+            burst_scale=float(tr.burst_scale),
         )
 
     # -- parameters and state in the kernels' layout --------------------------------------
@@ -215,10 +219,11 @@ class NumbaEngine:
             n, self.model.n_inputs)
         labels = np.ascontiguousarray(batch.labels, dtype=np.int64)
         noise_keys = np.ascontiguousarray(batch.noise_keys, dtype=np.uint64)
+        burst_keys = _burst_keys(batch, self.rule, n)
         WT, B, YT = self._pack(params)
         if self.model.mode == "rate":
-            sim.train_rate(self.cfg, WT, B, YT, pixels, labels, noise_keys, out.loss_out,
-                           out.loss_hidden, out.correct, parts, ubar_f)
+            sim.train_rate(self.cfg, WT, B, YT, pixels, labels, noise_keys, burst_keys,
+                           out.loss_out, out.loss_hidden, out.correct, parts, ubar_f)
         else:
             lengths = np.ascontiguousarray(batch.lengths, dtype=np.int64).reshape(n, 2)
             windows = np.array([[dyn.integration_window(self.phases, int(T)) for T in row]
@@ -227,8 +232,8 @@ class NumbaEngine:
             sim.train_spiking(self.cfg, WT, B, YT, net, pixels, labels, lengths, windows,
                               np.ascontiguousarray(batch.keys, dtype=np.uint64),
                               np.ascontiguousarray(batch.plateau_keys, dtype=np.uint64),
-                              noise_keys, out.loss_out, out.loss_hidden, out.correct, parts,
-                              ubar_f)
+                              noise_keys, burst_keys, out.loss_out, out.loss_hidden,
+                              out.correct, parts, ubar_f)
             self._store_state(state, net)
         self._unpack(params, WT, B, YT)
         if angle:
@@ -277,6 +282,16 @@ def _put(arrays: dict[str, np.ndarray], key: str, value: np.ndarray) -> None:
         old[...] = value
     else:
         arrays[key] = np.array(value, dtype=np.float64)
+
+
+def _burst_keys(batch: TrainBatch, rule: plasticity.Rule, n: int) -> np.ndarray:
+    """The batch's keys of the rule's draws, or zeros when the rule draws nothing."""
+    if not rule.draws:
+        return np.zeros(n, dtype=np.uint64)
+    if batch.burst_keys is None:
+        raise SegdendError(f"the {rule.name!r} learning rule draws random numbers: the batch "
+                           "needs burst_keys (train.make_batch makes them)")
+    return np.ascontiguousarray(batch.burst_keys, dtype=np.uint64)
 
 
 def _angles(parts: np.ndarray) -> np.ndarray:

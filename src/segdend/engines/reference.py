@@ -54,6 +54,7 @@ class ReferenceEngine:
         self.c = dyn.Constants.from_config(config.model)
         self.sizes = (self.model.n_inputs, *self.model.layers)
         self.top = len(self.model.layers)  # index of the output layer in `sizes`
+        self.rule = plasticity.hidden_rule(config.training.learning_rule)
 
     def new_state(self) -> State:
         return cleared_state(self.sizes, self.model.kernel_taps)
@@ -188,7 +189,8 @@ class ReferenceEngine:
 
     def learn(self, params: Params, state: State, pixels: np.ndarray, label: int,
               lengths: tuple[int, int], key: np.uint64, plateau_key: np.uint64,
-              noise_key: np.uint64, draw: SpikeSource | None = None, keep_traces: bool = False
+              noise_key: np.uint64, draw: SpikeSource | None = None, keep_traces: bool = False,
+              burst_key: np.uint64 | None = None
               ) -> tuple[PhaseSummary, PhaseSummary, list[np.ndarray], list[np.ndarray]]:
         """One training example: forward phase, target phase, updates (MODEL.md 4-5)."""
         tr = self.config.training
@@ -209,7 +211,7 @@ class ReferenceEngine:
                                  plateau_delays=delays[1], keep_traces=keep_traces)
         errors, errors_bp = plasticity.update_network(
             params, tr.learning_rule, self.model.feedback_wiring, self.c, tr.eta, fwd, tgt,
-            tr.eta_feedback if tr.feedback_learning else None)
+            tr.eta_feedback if tr.feedback_learning else None, burst_key, tr.burst_scale)
         self.refresh_feedback(params, noise_key)
         return fwd, tgt, errors, errors_bp
 
@@ -236,7 +238,8 @@ class ReferenceEngine:
         for i in range(n):
             fwd, tgt, errors, errors_bp = self.learn(
                 params, state, batch.pixels[i], int(batch.labels[i]), tuple(batch.lengths[i]),
-                batch.keys[i], batch.plateau_keys[i], batch.noise_keys[i])
+                batch.keys[i], batch.plateau_keys[i], batch.noise_keys[i],
+                burst_key=None if batch.burst_keys is None else batch.burst_keys[i])
             out.loss_out[i] = plasticity.output_loss(tgt.phibar[-1], fwd.vbar[-1],
                                                      self.c.phi_max)
             for m in range(n_hidden):
