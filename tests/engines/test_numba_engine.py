@@ -11,39 +11,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _helpers import tiny_config
+from variants import N_IN, VARIANTS, make_batch
 
 from segdend import dynamics as dyn
 from segdend import rng
 from segdend.engines import _numba_prims as prims
-from segdend.engines.base import TrainBatch
 from segdend.engines.numba_engine import NumbaEngine, unsupported_reason
 from segdend.engines.reference import ReferenceEngine
 from segdend.errors import SegdendError
 from segdend.network import initialise
 
-N_IN = 30
 CLOSE = dict(rtol=1e-9, atol=1e-11)
 
 
 def make_config(layers=(8, 3), **sections):
     return tiny_config(layers, n_inputs=N_IN, **sections)
-
-
-def make_batch(config, n, seed=0):
-    """Random images with zero pixels, labels, phase lengths 50..60 and stream keys."""
-    gen = np.random.default_rng(seed)
-    pixels = gen.random((n, config.model.n_inputs))
-    pixels[pixels < 0.35] = 0.0
-    labels = gen.integers(0, config.model.layers[-1], n)
-    lengths = gen.integers(50, 61, size=(n, 2))
-    keys = [rng.derive_keys(rng.derive_key(seed, purpose, 0), np.arange(n))
-            for purpose in (rng.TRAIN_SPIKES, rng.PLATEAU, rng.FEEDBACK_NOISE)]
-    return TrainBatch(pixels, labels, lengths, *keys)
-
-
-def part(batch: TrainBatch, sl: slice) -> TrainBatch:
-    return TrainBatch(batch.pixels[sl], batch.labels[sl], batch.lengths[sl], batch.keys[sl],
-                      batch.plateau_keys[sl], batch.noise_keys[sl])
 
 
 def assert_same_params(a, b):
@@ -69,45 +51,9 @@ def assert_same_results(a, b):
         np.testing.assert_allclose(b.records["bp_angle"], a.records["bp_angle"], atol=1e-4)
 
 
-VARIANTS = {
-    "default": ((8, 3), {}),
-    "two_hidden": ((7, 5, 3), {}),
-    "exact_kernel": ((7, 5, 3), {"model": {"kernel": "exact"}}),
-    "three_taps": ((8, 3), {"model": {"kernel_taps": 3}}),
-    "layerwise": ((7, 5, 3), {"model": {"feedback_wiring": "layerwise"}}),
-    "g_A": ((8, 3), {"model": {"g_A": 0.3}}),
-    "g_A_layerwise_deep": ((6, 5, 4, 3), {"model": {"g_A": 0.3, "feedback_wiring": "layerwise"}}),
-    "g_A_exact_rates": ((7, 5, 3), {"model": {"g_A": 0.05, "kernel": "exact",
-                                              "feedback_signal": "rates"}}),
-    "feedback_rates": ((8, 3), {"model": {"feedback_signal": "rates"}}),
-    "random_plateaus": ((7, 5, 3), {"model": {"plateau_times": "random"}}),
-    "settle": ((8, 3), {"phases": {"integration": "settle"}}),
-    "settle_0_random_plateaus": ((7, 5, 3), {"phases": {"integration": "settle", "settle": 0},
-                                             "model": {"plateau_times": "random"}}),
-    "backprop": ((7, 5, 3), {"training": {"learning_rule": "backprop"}}),
-    "feedback_alignment": ((7, 5, 3), {"training": {"learning_rule": "feedback_alignment"}}),
-    "feedback_alignment_layerwise": ((7, 5, 3), {"training": {
-        "learning_rule": "feedback_alignment"}, "model": {"feedback_wiring": "layerwise"}}),
-    "feedback_learning": ((7, 5, 3), {"training": {"feedback_learning": True,
-                                                   "eta_feedback": [0.1, 0.05]}}),
-    "symmetric": ((7, 5, 3), {"model": {"feedback": "symmetric"}}),
-    "noisy_symmetric": ((7, 5, 3), {"model": {"feedback": "noisy_symmetric"}}),
-    "noisy_symmetric_layerwise": ((7, 5, 3), {"model": {"feedback": "noisy_symmetric",
-                                                        "feedback_wiring": "layerwise"}}),
-    "sparse_feedback": ((8, 3), {"model": {"feedback_sparsity": 0.5}}),
-    "shallow": ((3,), {}),
-    "rate": ((8, 3), {"model": {"mode": "rate"}}),
-    "rate_two_hidden_layerwise": ((7, 5, 3), {"model": {"mode": "rate",
-                                                        "feedback_wiring": "layerwise"}}),
-    "rate_noisy_feedback_learning": ((7, 5, 3), {
-        "model": {"mode": "rate", "feedback": "noisy_symmetric"},
-        "training": {"feedback_learning": True, "eta_feedback": [0.1, 0.05]}}),
-    "rate_shallow": ((3,), {"model": {"mode": "rate"}}),
-}
-
-
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_training_equals_reference(name):
+    """Every variant of the shared list (tests/engines/variants.py), every learning rule."""
     layers, sections = VARIANTS[name]
     config = make_config(layers, **sections)
     assert unsupported_reason(config) is None
@@ -151,7 +97,7 @@ def test_state_is_exchangeable_with_the_reference(sections):
     engines[0].train(params_ref, state_ref, batch)
     params, state = initialise(config.model, seed=6), engines[0].new_state()
     for k in range(4):
-        engines[k % 2].train(params, state, part(batch, slice(2 * k, 2 * k + 2)))
+        engines[k % 2].train(params, state, batch.part(slice(2 * k, 2 * k + 2)))
     assert_same_params(params_ref, params)
     assert_same_state(state_ref, state)
 
@@ -164,8 +110,8 @@ def test_chunking_changes_nothing(mode):
     params_a, state_a = initialise(config.model, seed=8), engine.new_state()
     whole = engine.train(params_a, state_a, batch, ("bp_angle",))
     params_b, state_b = initialise(config.model, seed=8), engine.new_state()
-    first = engine.train(params_b, state_b, part(batch, slice(0, 3)), ("bp_angle",))
-    second = engine.train(params_b, state_b, part(batch, slice(3, 6)), ("bp_angle",))
+    first = engine.train(params_b, state_b, batch.part(slice(0, 3)), ("bp_angle",))
+    second = engine.train(params_b, state_b, batch.part(slice(3, 6)), ("bp_angle",))
     np.testing.assert_array_equal(np.concatenate([first.loss_out, second.loss_out]),
                                   whole.loss_out)
     np.testing.assert_array_equal(np.concatenate([first.records["bp_angle"],
@@ -218,7 +164,7 @@ def test_empty_batches():
     config = make_config()
     engine = NumbaEngine(config)
     params, state = initialise(config.model, seed=0), engine.new_state()
-    res = engine.train(params, state, part(make_batch(config, 2), slice(0, 0)), ("ubar_f",))
+    res = engine.train(params, state, make_batch(config, 2).part(slice(0, 0)), ("ubar_f",))
     assert res.loss_out.shape == (0,) and res.records["ubar_f"].shape == (0, 3)
     out = engine.test(params, np.zeros((0, N_IN)), np.zeros(0, dtype=np.uint64), hidden=True)
     assert out.predictions.shape == (0,) and out.hidden_rates[0].shape == (0, 8)

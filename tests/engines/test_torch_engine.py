@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from _helpers import tiny_config
+from variants import N_IN, TORCH_SKIP, VARIANTS, stream_keys
 
 from segdend import dynamics as dyn
 from segdend import plasticity, rng
@@ -28,7 +29,6 @@ CUDA = torch.cuda.is_available()
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
-N_IN = 30
 CLOSE = dict(rtol=1e-9, atol=1e-11)
 
 
@@ -43,14 +43,7 @@ def make_batch(config, n, seed=0, epoch=0):
     pixels[:, ::3] = 0.0
     labels = gen.integers(0, config.model.layers[-1], n)
     lengths = 50 + gen.wald(2.0, 1.0, size=(n, 2)).astype(np.int64)
-    keys = [rng.derive_keys(rng.derive_key(seed, purpose, epoch), np.arange(n))
-            for purpose in (rng.TRAIN_SPIKES, rng.PLATEAU, rng.FEEDBACK_NOISE)]
-    return TrainBatch(pixels, labels, lengths, *keys)
-
-
-def sub_batch(b: TrainBatch, sl: slice) -> TrainBatch:
-    return TrainBatch(b.pixels[sl], b.labels[sl], b.lengths[sl], b.keys[sl],
-                      b.plateau_keys[sl], b.noise_keys[sl])
+    return TrainBatch(pixels, labels, lengths, *stream_keys(seed, n, epoch))
 
 
 def keys_for(n, seed=5):
@@ -206,28 +199,14 @@ def test_linear_scan_matches_the_recurrence(a):
 # Equivalence with the reference
 
 
-CASES = {
-    "spiking": {},
-    "exact_kernel": {"model": {"kernel": "exact"}},
-    "layerwise": {"model": {"feedback_wiring": "layerwise"}},
-    "g_A": {"model": {"g_A": 0.3}},
-    "rate_feedback": {"model": {"feedback_signal": "rates"}},
-    "random_plateaus": {"model": {"plateau_times": "random"}},
-    "settle": {"phases": {"integration": "settle"}},
-    "backprop": {"training": {"learning_rule": "backprop"}},
-    "feedback_alignment": {"training": {"learning_rule": "feedback_alignment"}},
-    "feedback_learning": {"training": {"feedback_learning": True}},
-    "noisy_symmetric": {"model": {"feedback": "noisy_symmetric"}},
-    "rate_mode": {"model": {"mode": "rate"}},
-}
-
-
-def case_config(name, layers):
-    sections = {k: dict(v) for k, v in CASES[name].items()}
-    if name == "feedback_learning":
+def case_config(name, layers=None):
+    """Variant ``name`` of the shared list (tests/engines/variants.py), at its own layers or
+    at ``layers``."""
+    own, sections = VARIANTS[name]
+    sections = {k: dict(v) for k, v in sections.items()}
+    layers = own if layers is None else layers
+    if len(layers) != len(own) and "eta_feedback" in sections.get("training", {}):
         sections["training"]["eta_feedback"] = [0.05] * (len(layers) - 1)
-    if name == "random_plateaus" and len(layers) == 2:
-        sections.setdefault("phases", {})["integration"] = "settle"
     return make_config(layers, **sections)
 
 
@@ -245,7 +224,7 @@ def run_both(config, n_examples=4, split=(2,), seed=0, device=None):
     batch = make_batch(config, n_examples, seed=seed)
     r_ref = ref.train(p_ref, s_ref, batch, record=("bp_angle",))
     cuts = [0, *split, n_examples]
-    parts = [eng.train(p_eng, s_eng, sub_batch(batch, slice(a, b)), record=("bp_angle",))
+    parts = [eng.train(p_eng, s_eng, batch.part(slice(a, b)), record=("bp_angle",))
              for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     return (ref, p_ref, s_ref, r_ref), (eng, p_eng, s_eng, parts)
 
@@ -266,11 +245,14 @@ def check_train_equal(ref_side, eng_side):
     assert_states_close(s_ref, s_eng)
 
 
-@pytest.mark.parametrize("layers", [(8, 3), (7, 5, 3)], ids=["8-3", "7-5-3"])
-@pytest.mark.parametrize("case", list(CASES))
-def test_training_matches_reference(case, layers):
-    config = case_config(case, layers)
-    ref_side, eng_side = run_both(config)
+@pytest.mark.parametrize("case", [pytest.param(name, marks=pytest.mark.skip(TORCH_SKIP[name]))
+                                  if name in TORCH_SKIP else name for name in VARIANTS])
+def test_training_matches_reference(case):
+    """Every variant of the shared list, every learning rule."""
+    config = case_config(case)
+    layers = config.model.layers
+    n_examples, split = (3, ()) if len(layers) == 1 else (4, (2,))
+    ref_side, eng_side = run_both(config, n_examples=n_examples, split=split)
     check_train_equal(ref_side, eng_side)
     # the trained weights tested on fresh images: identical predictions and voltages
     ref, p = ref_side[0], ref_side[1]
@@ -281,15 +263,10 @@ def test_training_matches_reference(case, layers):
     assert np.array_equal(got.predictions, want.predictions)
     np.testing.assert_allclose(got.output_voltage, want.output_voltage, **CLOSE)
     assert len(got.hidden_rates) == len(layers) - 1
+    if len(layers) == 1:
+        assert eng_side[3][0].loss_hidden.shape == (3, 0)
     for a, b in zip(got.hidden_rates, want.hidden_rates, strict=True):
         np.testing.assert_allclose(a, b, **CLOSE)
-
-
-def test_shallow_network_matches_reference():
-    config = make_config((3,), training={"eta": [0.19]})
-    ref_side, eng_side = run_both(config, n_examples=3, split=())
-    check_train_equal(ref_side, eng_side)
-    assert eng_side[3][0].loss_hidden.shape == (3, 0)
 
 
 def test_updates_reach_the_callers_arrays_in_place():
@@ -346,8 +323,8 @@ def test_float32_agrees_statistically(mode):
 # Populations
 
 
-@pytest.mark.parametrize("case", ["spiking", "g_A", "random_plateaus", "noisy_symmetric",
-                                  "rate_mode"])
+@pytest.mark.parametrize("case", ["two_hidden", "g_A", "random_plateaus", "noisy_symmetric",
+                                  "rate", "spiking_rule_burst"])
 def test_population_equals_separate_engines(case):
     base = case_config(case, (7, 5, 3))
     configs = [base.model_copy(update={"training": base.training.model_copy(
@@ -407,8 +384,9 @@ def test_device_and_support_messages():
 
 @gpu
 @needs_cuda
-@pytest.mark.parametrize("case", ["spiking", "exact_kernel", "g_A", "random_plateaus",
-                                  "noisy_symmetric", "rate_mode"])
+@pytest.mark.parametrize("case", ["two_hidden", "exact_kernel", "g_A", "random_plateaus",
+                                  "noisy_symmetric", "rate", "spiking_rule_burst",
+                                  "rate_rule_burst"])
 def test_cuda_float64_matches_reference(case):
     config = case_config(case, (7, 5, 3))
     ref_side, eng_side = run_both(config, device="cuda")

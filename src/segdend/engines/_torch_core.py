@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from segdend import dynamics as dyn
-from segdend import rng
+from segdend import plasticity, rng
 from segdend.config import RunConfig
 from segdend.engines import _torch_ops as ops
 from segdend.engines import _torch_rng as trng
@@ -152,6 +152,8 @@ class Core:
         self.tables = trng.CounterTables(self.sizes, device)
         self.scan = ops.LinearScan()
         self.stepwise = m.g_A != 0
+        self.rule = plasticity.hidden_rule(config.training.learning_rule)
+        self.rule_error = ops.hidden_rule_error(self.rule.name)
         self.fb_key = "phi" if m.feedback_signal == "rates" else "s"
         # Affine coefficients of the soma updates, read off dynamics.py's own step functions
         # (they are affine in V and V_b): V(t) = a V(t-1) + c V_b(t) (+ k).
@@ -480,11 +482,13 @@ class Core:
     # -- learning (MODEL.md 5, 7) -------------------------------------------------------------
 
     def update(self, P: TParams, fwd: Summary, tgt: Summary, scale_w: torch.Tensor,
-               eta_fb: torch.Tensor | None, want_bp: bool):
-        """:func:`segdend.plasticity.update_network` for S members (vectors (S, n));
-        ``scale_w[:, m] = eta[m] * P`` per member. Returns (errors, errors_bp)."""
-        c, model = self.c, self.model
-        rule = self.config.training.learning_rule
+               eta_fb: torch.Tensor | None, want_bp: bool,
+               burst_keys: torch.Tensor | None = None):
+        """:func:`segdend.plasticity.update_network` for S members (vectors (S, n)), the
+        hidden errors by the rule's own function (:data:`segdend.plasticity.HIDDEN_RULES`);
+        ``scale_w[:, m] = eta[m] * P`` per member; ``burst_keys`` (S,) int64 keys of the
+        rule's draws (rules that draw). Returns (errors, errors_bp)."""
+        c, model, rule = self.c, self.model, self.rule
         top = self.top - 1
         errors = [None] * self.top
         errors_bp = [None] * self.top
@@ -492,19 +496,20 @@ class Core:
         errors_bp[top] = errors[top]
         ops.apply_update(P.W[top], P.b[top], errors[top], fwd.sbar[top], scale_w[:, top])
         for m in range(top - 1, -1, -1):
-            if want_bp or rule == "backprop":
+            W_up_T = P.W[m + 1].transpose(1, 2)
+            if want_bp or rule.needs_bp:
                 # backprop uses the weights above after their update (plasticity.py)
                 errors_bp[m] = ops.hidden_error_propagated(
-                    P.W[m + 1].transpose(1, 2), errors_bp[m + 1], fwd.vbar[m], c.phi_max, c.k_B)
-            if rule == "local":
-                errors[m] = ops.hidden_error_local(tgt.alpha[m], fwd.alpha[m], fwd.vbar[m],
-                                                   c.phi_max, c.k_B)
-            elif rule == "backprop":
-                errors[m] = errors_bp[m]
-            else:
-                above = errors[top] if model.feedback_wiring == "broadcast" else errors[m + 1]
-                errors[m] = ops.hidden_error_propagated(P.Y[m], above, fwd.vbar[m],
-                                                        c.phi_max, c.k_B)
+                    W_up_T, errors_bp[m + 1], fwd.vbar[m], c.phi_max, c.k_B)
+            u_t = u_f = None
+            if rule.draws:
+                n = fwd.vbar[m].shape[-1]
+                u_f = trng.layer_uniforms(burst_keys, 0, 0, m + 1, n)
+                u_t = trng.layer_uniforms(burst_keys, 1, 0, m + 1, n)
+            above = errors[top] if model.feedback_wiring == "broadcast" else errors[m + 1]
+            errors[m] = self.rule_error(tgt.alpha[m], fwd.alpha[m], fwd.vbar[m], P.Y[m], above,
+                                        W_up_T, errors_bp[m + 1], u_t, u_f, c.phi_max, c.k_B,
+                                        self.config.training.burst_scale)
             ops.apply_update(P.W[m], P.b[m], errors[m], fwd.sbar[m], scale_w[:, m])
             if eta_fb is not None:
                 e_inv = ops.feedback_error(fwd.vbar[m], fwd.alpha[m], fwd.abar[m], c.phi_max)
@@ -558,6 +563,13 @@ class Core:
         keys = torch.as_tensor(np.stack([trng.keys_as_int64(b.keys) for b in batches])).to(dev)
         noise_keys = torch.as_tensor(np.stack([trng.keys_as_int64(b.noise_keys)
                                                for b in batches])).to(dev)
+        burst_keys = None
+        if self.rule.draws:
+            if any(b.burst_keys is None for b in batches):
+                raise SegdendError(f"the {self.rule.name!r} learning rule draws random numbers: "
+                                   "the batch needs burst_keys (train.make_batch makes them)")
+            burst_keys = torch.as_tensor(np.stack([trng.keys_as_int64(b.burst_keys)
+                                                   for b in batches])).to(dev)
         delays = self._all_plateau_delays(batches) if spiking else None
         scale = np.array([[e[m] * (c.P_out if m == top - 1 else c.P_hidden)
                            for m in range(top)] for e in eta])
@@ -584,7 +596,8 @@ class Core:
                 x = pix[:, i].unsqueeze(1).to(dt_)
                 fwd, tgt = self.rate_phase(P, x, y)
             fwd, tgt = fwd.member_vectors(), tgt.member_vectors()
-            errors, errors_bp = self.update(P, fwd, tgt, scale_w, eta_fb_t, want_angle)
+            errors, errors_bp = self.update(P, fwd, tgt, scale_w, eta_fb_t, want_angle,
+                                            None if burst_keys is None else burst_keys[:, i])
             self.refresh_feedback(P, noise_keys[:, i])
             loss_out[:, i] = ops.output_loss(tgt.phibar[top - 1], fwd.vbar[top - 1], c.phi_max)
             for m in range(n_hidden):

@@ -1,5 +1,6 @@
-"""Torch twins of the few equations of :mod:`segdend.dynamics` and :mod:`segdend.plasticity`
-that cannot take torch tensors as they are, plus the time-batched building blocks.
+"""Torch twins of the few equations of :mod:`segdend.dynamics` that cannot take torch tensors
+as they are, :mod:`segdend.plasticity`'s functions bound to tensor helpers, and the
+time-batched building blocks.
 
 The purely arithmetic equations (soma steps, teaching current, rate-mode somata, the exact
 filter step) are called from :mod:`segdend.dynamics` directly by the torch engine; the ones
@@ -8,7 +9,10 @@ the same order of operations. ``tests/engines/test_torch_engine.py`` checks ever
 against its NumPy original. Sigmoids use ``torch.sigmoid``, which computes the same
 ``1 / (1 + exp(-x))`` as :func:`segdend.dynamics.sigmoid` to within an ulp or two.
 
-All error/loss twins take a leading member dimension: vectors are (S, n), matrices (S, n, m).
+The errors of :mod:`segdend.plasticity` (output, hidden rules, feedback learning) are that
+module's own functions with tensor helpers bound (:func:`segdend.plasticity.rebind`): no
+restatement. All errors and losses take a leading member dimension: vectors are (S, n),
+matrices (S, n, m).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import numpy as np
 import torch
 
 from segdend import dynamics as dyn
+from segdend import plasticity
+from segdend.plasticity import rebind
 
 # ---------------------------------------------------------------------------------------------
 # dynamics.py twins
@@ -94,27 +100,35 @@ def _poisson_tail(r: torch.Tensor, u: torch.Tensor, p: torch.Tensor) -> torch.Te
 
 
 # ---------------------------------------------------------------------------------------------
-# plasticity.py twins (batched over members)
+# plasticity.py on tensors (batched over members): its own functions, with tensor helpers bound
 
 
-def output_error(phibar_t, ubar_f, phi_max: float, k_D: float):
-    """:func:`segdend.plasticity.output_error`."""
-    return -(phibar_t - phi_max * sigmoid(ubar_f)) * k_D * phi_max * sigmoid_prime(ubar_f)
+def matvec(B: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """:func:`segdend.plasticity.matvec` per member: (S, n, m) @ (S, m) -> (S, n)."""
+    return (B @ e.unsqueeze(-1)).squeeze(-1)
 
 
-def hidden_error_local(alpha_t, alpha_f, vbar_f, phi_max: float, k_B: float):
-    """:func:`segdend.plasticity.hidden_error_local`."""
-    return -(alpha_t - alpha_f) * k_B * phi_max * sigmoid_prime(vbar_f)
+def poisson_counts(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """:func:`segdend.dynamics.poisson_from_uniform` for a rule's draws: counts in float64
+    (as the reference), returned in ``rate``'s dtype."""
+    return poisson_from_uniform(rate.to(torch.float64), u).to(rate.dtype)
 
 
-def hidden_error_propagated(B, e_above, vbar_f, phi_max: float, k_B: float):
-    """:func:`segdend.plasticity.hidden_error_propagated`; ``B`` (S, n, m), ``e_above`` (S, m)."""
-    return (B @ e_above.unsqueeze(-1)).squeeze(-1) * k_B * phi_max * sigmoid_prime(vbar_f)
+output_error = rebind(plasticity.output_error, sigmoid=sigmoid, sigmoid_prime=sigmoid_prime)
+hidden_error_local = rebind(plasticity.hidden_error_local, sigmoid_prime=sigmoid_prime)
+hidden_error_propagated = rebind(plasticity.hidden_error_propagated,
+                                 sigmoid_prime=sigmoid_prime, matvec=matvec)
+feedback_error = rebind(plasticity.feedback_error, sigmoid=sigmoid, sigmoid_prime=sigmoid_prime)
+
+RULE_CALLEES = dict(sigmoid=sigmoid, sigmoid_prime=sigmoid_prime, matvec=matvec,
+                    poisson_from_uniform=poisson_counts, hidden_error_local=hidden_error_local,
+                    hidden_error_propagated=hidden_error_propagated)
+"""What a rule of plasticity.py may call, on tensors with a leading member axis."""
 
 
-def feedback_error(vbar_f, alpha_f, abar_f, phi_max: float):
-    """:func:`segdend.plasticity.feedback_error`."""
-    return -(phi_max * sigmoid(vbar_f) - alpha_f) * sigmoid_prime(abar_f)
+def hidden_rule_error(name: str):
+    """The error function of rule ``name`` of ``plasticity.HIDDEN_RULES``, on tensors."""
+    return rebind(plasticity.hidden_rule(name).error, **RULE_CALLEES)
 
 
 def outer(e: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
