@@ -102,9 +102,10 @@ def test_state_is_exchangeable_with_the_reference(sections):
     assert_same_state(state_ref, state)
 
 
-@pytest.mark.parametrize("mode", ["spiking", "rate"])
-def test_chunking_changes_nothing(mode):
-    config = make_config((7, 5, 3), model={"mode": mode})
+@pytest.mark.parametrize("mode,rule", [("spiking", "local"), ("rate", "local"),
+                                       ("spiking", "burst")])
+def test_chunking_changes_nothing(mode, rule):
+    config = make_config((7, 5, 3), model={"mode": mode}, training={"learning_rule": rule})
     engine = NumbaEngine(config)
     batch = make_batch(config, 6, seed=7)
     params_a, state_a = initialise(config.model, seed=8), engine.new_state()
