@@ -80,6 +80,34 @@ def synthetic_results():
     }
 
 
+def multi_seed_results():
+    """The same figures with two or three seeds per condition (slightly different values)."""
+    gen = np.random.default_rng(1)
+    res = synthetic_results()
+    res["depth"] = _base({"shallow": _condition([9.0, 9.5, 8.8], 8.3),
+                          "h1": _condition([4.5, 4.2, 4.4], 4.1),
+                          "h2": _condition([3.4, 3.3, 3.6], 3.2)})
+    res["comparison"] = _base({"regular": _condition([4.2, 4.4], 4.1),
+                               "sparse": _condition([3.9, 3.8], 3.7),
+                               "noisy_symmetric": _condition([4.5, 4.6])})
+    res["loss_corr"]["loss_corr"]["curves"] = [
+        {"epochs": [1, 2, 3], "r": gen.uniform(0, 1, (3, 10)).tolist()} for _ in range(3)]
+    res["loss_corr"]["conditions"]["h1"] = _condition([5.0, 5.1, 4.9], 0.61, [0.5, 0.6, 0.55])
+    res["jacobian"]["jacobian"]["curves"] = [
+        {"examples": [100, 200, 300], "eigenvalue": [3.0 + k, 1.2, 0.8 - 0.1 * k],
+         "source": "snapshots"} for k in range(2)]
+    # Angles right on the published levels: their labels must not be drawn over the curves.
+    ba = res["bp_angle"]["bp_angle"]["curves"]
+    for cond, level in (("spiking_feedback", 70.0), ("rate_feedback", 40.0)):
+        ba[cond] = [{"examples": list(range(1, 301)),
+                     "smoothed": list(level + 3 * gen.normal(size=300)),
+                     "epoch_sizes": [150, 150], "min_smoothed": level - 5}
+                    for _ in range(2)]
+    rf = res["receptive_fields"]["receptive_fields"]
+    rf["mean_max_r"], rf["mean_max_r_shuffled"] = [0.6, 0.62], [0.1, 0.12]
+    return res
+
+
 FIGURES = {
     "depth": figs.depth_figure, "comparison": figs.comparison_figure,
     "loss_corr": figs.loss_corr_figure, "jacobian": figs.jacobian_figure,
@@ -89,7 +117,8 @@ FIGURES = {
 
 
 def _texts(fig):
-    return [t.get_text() for t in fig.findobj(Text)]
+    """Every text of the figure, wrapped lines joined with spaces."""
+    return [t.get_text().replace("\n", " ") for t in fig.findobj(Text)]
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
@@ -203,3 +232,195 @@ def test_tensorboard_export_writes_events(tmp_path):
     # Writing again replaces the events instead of adding a second file.
     tb.write_tensorboard(tmp_path / "run")
     assert len(list(logdir.glob("events.out.tfevents.*"))) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures a reader can put beside the paper's: page width, nothing over the data, seeds thin
+# and their mean bold, published values marked.
+
+SINGLE_PANEL = {"jacobian", "bp_angle"}
+
+
+def _draw(name, results, tmp_path, monkeypatch):
+    """Draw and save one figure; return it laid out (as saved) with a renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    drawn = []
+    real_save = figs.save_figure
+    monkeypatch.setattr(figs, "save_figure", lambda fig, path: drawn.append(fig)
+                        or real_save(fig, path))
+    files = FIGURES[name](results, tmp_path / name)
+    fig = drawn[0]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return fig, canvas.get_renderer(), files
+
+
+def _data_points(ax):
+    """Display coordinates of everything drawn in data coordinates: line vertices (and
+    points along their segments), scatter points, bar corners."""
+    pts = []
+    for line in ax.get_lines():
+        if line.get_transform() is not ax.transData or line.get_gid() == "published":
+            continue
+        xy = np.column_stack([np.asarray(line.get_xdata(), float),
+                              np.asarray(line.get_ydata(), float)])
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if len(xy) > 1:  # points along each segment, not just its ends
+            t = np.linspace(0, 1, 12)[:, None, None]
+            xy = (xy[:-1] * (1 - t) + xy[1:] * t).reshape(-1, 2)
+        if len(xy):
+            pts.append(ax.transData.transform(xy))
+    for coll in ax.collections:
+        offsets = np.asarray(coll.get_offsets(), float)
+        if offsets.size and coll.get_offset_transform() is ax.transData:
+            offsets = offsets[np.isfinite(offsets).all(axis=1)]
+            pts.append(ax.transData.transform(offsets))
+    for patch in ax.patches:
+        if patch.get_transform().contains_branch(ax.transData) and patch.get_height() > 0:
+            ext = patch.get_window_extent()
+            pts.append(np.array([[ext.x0, ext.y1], [ext.x1, ext.y1],
+                                 [(ext.x0 + ext.x1) / 2, ext.y1]]))
+    return np.concatenate(pts) if pts else np.zeros((0, 2))
+
+
+def _covers(box, pts, pad=-1.0):
+    """Whether any point lies inside ``box`` (shrunk by ``-pad`` pixels)."""
+    return bool(((pts[:, 0] > box.x0 - pad) & (pts[:, 0] < box.x1 + pad)
+                 & (pts[:, 1] > box.y0 - pad) & (pts[:, 1] < box.y1 + pad)).any())
+
+
+def _labels_and_legends(fig):
+    out = []
+    for ax in fig.axes:
+        out += [(t, t.get_text()) for t in ax.texts if t.get_text() and t.get_visible()]
+        if ax.get_legend() is not None:
+            out.append((ax.get_legend(), "legend"))
+    for f in [fig, *fig.subfigs]:
+        out += [(leg, "figure legend") for leg in f.legends]
+    return out
+
+
+def _cases():
+    return [(name, kind) for name in sorted(FIGURES) for kind in ("one seed", "seeds")]
+
+
+def _results(name, kind):
+    return (synthetic_results() if kind == "one seed" else multi_seed_results())[name]
+
+
+@pytest.mark.parametrize("name,kind", _cases())
+def test_figures_fit_the_page(name, kind, tmp_path, monkeypatch):
+    fig, _, files = _draw(name, _results(name, kind), tmp_path, monkeypatch)
+    width = fig.get_size_inches()[0]
+    assert width <= (common.COLUMN_WIDTH if name in SINGLE_PANEL else common.PAGE_WIDTH)
+    img = matplotlib.image.imread(files[0])  # 200 dpi, tight: nothing sticks out sideways
+    assert img.shape[1] <= (width + 0.15) * 200
+    for t in fig.findobj(Text):
+        if t.get_text() and t.get_visible():
+            assert t.get_fontsize() >= 6, f"{t.get_text()!r} is too small to read"
+
+
+@pytest.mark.parametrize("name,kind", _cases())
+def test_tick_labels_do_not_overlap(name, kind, tmp_path, monkeypatch):
+    fig, renderer, _ = _draw(name, _results(name, kind), tmp_path, monkeypatch)
+    for ax in fig.axes:
+        for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+            boxes = [t.get_window_extent(renderer) for t in labels
+                     if t.get_text() and t.get_visible()]
+            for a, b in zip(boxes[:-1], boxes[1:], strict=True):
+                assert not a.overlaps(b), f"{name}: tick labels {a} and {b} overlap"
+
+
+@pytest.mark.parametrize("name,kind", _cases())
+def test_no_label_or_legend_is_drawn_over_data(name, kind, tmp_path, monkeypatch):
+    fig, renderer, _ = _draw(name, _results(name, kind), tmp_path, monkeypatch)
+    points = {ax: _data_points(ax) for ax in fig.axes}
+    for artist, text in _labels_and_legends(fig):
+        box = artist.get_window_extent(renderer)
+        for pts in points.values():
+            assert not (len(pts) and _covers(box, pts)), f"{name}: {text!r} covers data"
+        if text == "figure legend":  # below the panels, outside every axes
+            assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+
+
+@pytest.mark.parametrize("name", ["bp_angle", "jacobian", "depth", "comparison"])
+def test_published_levels_are_labelled_outside_the_axes(name, tmp_path, monkeypatch):
+    fig, renderer, _ = _draw(name, multi_seed_results()[name], tmp_path, monkeypatch)
+    ax = fig.axes[-1] if name in ("depth", "comparison") else fig.axes[0]
+    labels = [t for t in ax.texts if t.get_gid() == "published"]
+    dashed = [line for line in ax.get_lines() if line.get_gid() == "published"]
+    assert labels and len(labels) == len(dashed)
+    right = ax.get_window_extent(renderer).x1
+    assert all(t.get_window_extent(renderer).x0 >= right for t in labels)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    if name == "bp_angle":
+        assert sorted(t.get_text() for t in labels) == ["~40°", "~70°"]
+
+
+def _lines(ax, gid):
+    return [line for line in ax.get_lines() if line.get_gid() == gid]
+
+
+@pytest.mark.parametrize("name,panel,n_conditions,n_seeds", [
+    ("depth", 1, 3, 3), ("comparison", 1, 3, 2), ("bp_angle", 0, 2, 2), ("jacobian", 0, 1, 2)])
+def test_several_seeds_are_thin_lines_with_a_bold_mean(name, panel, n_conditions, n_seeds,
+                                                       tmp_path, monkeypatch):
+    fig, _, _ = _draw(name, multi_seed_results()[name], tmp_path, monkeypatch)
+    ax = fig.axes[panel]
+    seeds, means = _lines(ax, "seed"), _lines(ax, "mean")
+    assert len(means) == n_conditions and len(seeds) == n_conditions * n_seeds
+    assert not _lines(ax, "single")
+    thin = max(line.get_linewidth() for line in seeds)
+    assert min(line.get_linewidth() for line in means) >= 2 * thin
+    assert all((line.get_alpha() or 1.0) <= 0.5 for line in seeds)
+    assert all((line.get_alpha() or 1.0) == 1.0 for line in means)
+    # The bold line is the mean of its condition's seeds.
+    for mean in means:
+        mine = [s for s in seeds if s.get_color() == mean.get_color()]
+        assert len(mine) == n_seeds
+        np.testing.assert_allclose(mean.get_ydata(),
+                                   np.mean([s.get_ydata() for s in mine], axis=0))
+    assert any(f"mean of {n_seeds} seeds" in t for t in _texts(fig))
+
+
+def test_one_seed_is_one_ordinary_line(tmp_path, monkeypatch):
+    res = _base({"shallow": _condition([9.0], 8.3), "h1": _condition([4.5], 4.1)})
+    fig, _, _ = _draw("depth", res, tmp_path, monkeypatch)
+    ax = fig.axes[1]
+    assert len(_lines(ax, "single")) == 2 and not _lines(ax, "seed") + _lines(ax, "mean")
+    texts = _texts(fig)
+    assert not any("mean of" in t or "±" in t or "each seed" in t for t in texts)
+
+
+@pytest.mark.parametrize("name", ["depth", "comparison"])
+def test_final_values_show_mean_and_sd_over_seeds(name, tmp_path, monkeypatch):
+    res = multi_seed_results()[name]
+    fig, _, _ = _draw(name, res, tmp_path, monkeypatch)
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    for tick, c in zip(ticks, res["conditions"].values(), strict=True):
+        e = np.array(c["test_error"])
+        assert f"{e.mean():.2f} ± {e.std(ddof=1):.2f}" in tick
+    # One error bar per condition, as long as the sd over seeds.
+    bars = [coll for coll in ax.collections if type(coll).__name__ == "LineCollection"]
+    assert len(bars) == len(res["conditions"])
+    for coll, c in zip(bars, res["conditions"].values(), strict=True):
+        (seg,) = coll.get_segments()
+        np.testing.assert_allclose(abs(seg[1, 1] - seg[0, 1]) / 2,
+                                   np.std(c["test_error"], ddof=1))
+    assert "mean ± sd of" in ax.get_title()
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_shortened_label_survives_several_seeds(name, tmp_path, monkeypatch):
+    fig, _, _ = _draw(name, multi_seed_results()[name], tmp_path, monkeypatch)
+    assert NOTE in _texts(fig)
+
+
+def test_seed_mean_uses_the_epochs_all_seeds_reached():
+    x, y = common.seed_mean([([1, 2, 3], [10.0, 20.0, 30.0]), ([1, 2], [12.0, 22.0])])
+    assert list(x) == [1, 2] and list(y) == [11.0, 21.0]
+    x, y = common.seed_mean([([0, 2, 4], [0.0, 2.0, 4.0]), ([1, 3, 5], [2.0, 4.0, 6.0])])
+    assert list(x) == [2, 4] and list(y) == [2.5, 4.5]  # no shared x: interpolated

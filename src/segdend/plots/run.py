@@ -10,7 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from segdend.plots.common import colour, empty_panel, new_figure, published_line, save_figure, style
+from segdend.plots.common import (
+    colour,
+    empty_panel,
+    examples_axis,
+    new_figure,
+    published_line,
+    save_figure,
+    style,
+)
 
 
 def learning_curves_figure(data: dict[str, Any], path: Path) -> list[Path]:
@@ -34,6 +42,7 @@ def learning_curves_figure(data: dict[str, Any], path: Path) -> list[Path]:
             drawn = True
         if drawn:
             left.set_xlabel("training examples")
+            examples_axis(left)
             left.set_ylabel("error (%)")
             left.set_ylim(bottom=0)
             left.legend()
@@ -48,6 +57,7 @@ def learning_curves_figure(data: dict[str, Any], path: Path) -> list[Path]:
                 right.plot(x, y, color=colour(m + 1), label=f"hidden loss, layer {m + 1}")
             right.set_yscale("log")
             right.set_xlabel("training examples")
+            examples_axis(right)
             right.set_ylabel(f"loss ({losses.get('window', 100)}-example mean)")
             right.legend()
         else:
@@ -80,5 +90,6 @@ def recordings_figure(data: dict[str, Any], path: Path) -> list[Path]:
                 ax.set_ylabel("max eigenvalue of (I-J)ᵀ(I-J)")
                 ax.set_title(d.get("source", ""), fontsize=7)
             ax.set_xlabel("training examples")
+            examples_axis(ax)
         fig.suptitle(data.get("title", ""), fontsize=9)
         return save_figure(fig, path)
