@@ -29,7 +29,8 @@ Cfg = namedtuple("Cfg", [
 """Constants of a config (built once by the engine). ``recursive``: the truncated kernel is
 ``(decay_L**(k+1) - decay_s**(k+1)) / tau_gap`` and is summed by recursion, with
 ``cut_L = decay_L**(taps+1)``; ``spike_floor`` is a little below ``exp(-phi_max)``: a uniform
-under it gives no spike at any rate; ``rule``: 0 local, 1 backprop, 2 feedback alignment;
+under it gives no spike at any rate; ``rule``: the hidden rule's position in
+``plasticity.HIDDEN_RULES`` (``_numba_prims.rule_index``, the one place it is derived);
 ``feedback_mode``: 0 random, 1 symmetric, 2 noisy symmetric; ``src[l]``: the layer feeding
 hidden layer l's apical dendrite."""
 

@@ -130,7 +130,7 @@ def _population_configs(configs: RunConfig | Sequence[RunConfig]) -> list[RunCon
             raise SegdendError(
                 f"population member {i} has a different model or phases section; members may "
                 "differ only in training.eta, training.eta_feedback and training.seed")
-        for key in ("learning_rule", "feedback_learning", "device", "dtype"):
+        for key in ("learning_rule", "burst_scale", "feedback_learning", "device", "dtype"):
             if getattr(c.training, key) != getattr(first.training, key):
                 raise SegdendError(
                     f"population member {i} has training.{key}="
