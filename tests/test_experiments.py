@@ -101,8 +101,8 @@ def test_condition_options_reach_the_config():
 
 def test_command_line_options_win_over_experiment_defaults():
     exp = get_experiment("traces")
-    assert exp.build_config("h1").training.train_examples == 1000
-    assert exp.build_config("h1", **{"training.train_examples": 50}).training.train_examples == 50
+    assert exp.build_config("h1").training.test_examples == 1000
+    assert exp.build_config("h1", **{"training.test_examples": 50}).training.test_examples == 50
 
 
 def test_shortened_runs_are_labelled():
