@@ -38,6 +38,7 @@ PAIRS = [
     ("sparse_amp", "sparse_x1", "regular"),
     ("baselines", "backprop", "local"),
     ("baselines", "feedback_alignment", "local"),
+    ("burst", "burst", "regular"),
 ]
 BEGIN, END = "<!-- comparisons:begin -->", "<!-- comparisons:end -->"
 

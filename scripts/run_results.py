@@ -19,7 +19,7 @@ from pathlib import Path
 # epochs than the paper are labelled "shortened" on every figure and in the summary.
 # Conditions left out of a list are copied from an identical finished run by
 # collect_results.py (symmetric's `regular` is sparse's; plateau_times' `synchronous` and
-# segregation's `gA_0` are depth's networks).
+# segregation's `gA_0` are depth's networks; burst's `regular` is sparse's).
 PLAN = [
     ("depth", 60, ["h1", "h2", "shallow"], 3),
     ("loss_corr", 2, ["h1"], 3),
@@ -30,6 +30,7 @@ PLAN = [
     ("symmetric", 60, ["symmetric", "noisy_symmetric"], 3),
     ("plateau_times", 60, ["random"], 3),
     ("segregation", 60, ["gA_0.05", "gA_0.6"], 2),
+    ("burst", 60, ["burst"], 2),
 ]
 COMMON = ["training.test_every=5"]
 

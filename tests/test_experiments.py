@@ -28,7 +28,7 @@ SPIKING = ["--mode", "spiking", "--train-examples", "50", "--test-examples", "20
 SETTINGS = {"depth": RATE, "tsne": RATE, "plateau_times": SPIKING, "loss_corr": RATE,
             "jacobian": RATE, "bp_angle": SPIKING, "receptive_fields": RATE, "sparse": RATE,
             "sparse_amp": RATE, "symmetric": RATE, "segregation": SPIKING, "traces": SPIKING,
-            "baselines": RATE}
+            "baselines": RATE, "burst": RATE}
 
 runner = CliRunner()
 
@@ -43,7 +43,7 @@ def cli(*args):
 def test_every_experiment_of_the_paper_is_declared():
     exps = list_experiments()
     assert list(exps)[:12] == PAPER_IDS
-    assert set(exps) == set(PAPER_IDS) | {"baselines"}
+    assert set(exps) == set(PAPER_IDS) | {"baselines", "burst"}
     assert set(SETTINGS) == set(exps)
     with pytest.raises(SegdendError, match="unknown experiment 'nope'.*depth"):
         get_experiment("nope")

@@ -119,3 +119,20 @@ BASELINES = Experiment(
     plot_fn=plots.comparison_figure,
     extra=True,
 )
+
+
+BURST = Experiment(
+    id="burst",
+    title="Plateau bursts: the hidden update driven by Poisson burst counts (Methods eq. 36-37)",
+    figure="extra: the paper sketches the mechanism but did not simulate it",
+    preset="paper-h1",
+    conditions={"regular": [], "burst": ['training.learning_rule="burst"']},
+    epochs=60,
+    published={"regular": 4.1, "burst": None},
+    claim="the paper proposes that bursts N ~ Poisson(alpha) at each phase's end could carry the "
+          "plateau difference; its mean is the local rule, so it should learn, more noisily",
+    analyse_fn=analyse_test_errors,
+    plot_fn=plots.comparison_figure,
+    extra=True,
+)
+

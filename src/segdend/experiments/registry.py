@@ -26,6 +26,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     traces.TRACES,
     # extras, not figures of the paper
     performance.BASELINES,
+    performance.BURST,
 )
 
 
