@@ -19,7 +19,6 @@ from segdend.experiments.common import base_results, first_run
 from segdend.experiments.runs import dataset_for
 from segdend.runfiles import config_of, final_params
 
-TRACE_NEURONS = 3  # hidden neurons whose compartments are drawn
 RASTER_HIDDEN = 40  # hidden neurons in the raster
 EXTRA_STEPS = 20  # phases of min_length + this many steps
 TRACE_PURPOSE = 5  # purpose path of the spike streams
@@ -82,8 +81,11 @@ def analyse_traces(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
     def both(name: str) -> np.ndarray:
         return np.concatenate([fwd.traces[name], tgt.traces[name]])
 
-    change = np.abs(tgt.alpha[0] - fwd.alpha[0])
-    neurons = np.argsort(-change)[:TRACE_NEURONS]
+    # the plateau that rises most from forward to target phase, the one that falls most, and
+    # a typical one: the teaching signal moves plateaus both ways
+    change = tgt.alpha[0] - fwd.alpha[0]
+    neurons = [int(np.argmax(change)), int(np.argmin(change)),
+               int(np.argsort(np.abs(change))[change.size // 2])]
     basal, apical, soma = both("v_basal0"), both("v_apical0"), both("v0")
     hidden = [{"neuron": int(i), "basal": basal[:, i].tolist(), "apical": apical[:, i].tolist(),
                "soma": soma[:, i].tolist(), "alpha_f": float(fwd.alpha[0][i]),
