@@ -22,7 +22,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_results import COMMON, PLAN, finished, options, restore_committed  # noqa: E402
+from run_results import (  # noqa: E402
+    COMMON,
+    PLAN,
+    finished,
+    options,
+    restore_committed,
+    share_identical_run,
+)
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -105,25 +112,6 @@ def final_tests(run_dir: Path, epochs: int, repeats: int, data_dir: str) -> None
           f"(sd {res['test_error_sd']:.2f}, {res['test_error_min']:.2f}-"
           f"{res['test_error_max']:.2f})", flush=True)
     write_evaluation(run_dir, res)
-
-
-def share_identical_run(run, runs: Path) -> None:
-    """Reuse a finished run with the same trajectory-determining config (e.g. the `regular`
-    condition that sparse and symmetric both compare against) instead of training it twice."""
-    from segdend.checkpoint import config_fingerprint
-    from segdend.rundir import load_run_config
-
-    want = config_fingerprint(run.config.to_json())
-    for info in runs.glob("*/runs/*/seed*/run.json"):
-        other = info.parent
-        if other == run.run_dir or not finished(other, run.config.training.epochs):
-            continue
-        cfg = load_run_config(other)
-        if (config_fingerprint(cfg.to_json()) == want
-                and cfg.training.epochs == run.config.training.epochs):
-            shutil.copytree(other, run.run_dir, dirs_exist_ok=True)
-            print(f"{run.run_dir}: reusing the identical finished run {other}")
-            return
 
 
 def write_readme_table(rows: list[dict]) -> None:

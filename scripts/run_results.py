@@ -67,6 +67,33 @@ def restore_committed(exp, run, results: Path = Path("results")) -> bool:
     return True
 
 
+def share_identical_run(run, runs: Path) -> bool:
+    """Reuse a finished run with the same trajectory-determining config (e.g. the `regular`
+    condition that sparse and symmetric both compare against, which is also depth's `h1`)
+    instead of training it twice: runs are deterministic, so the copy is the run. Only a run
+    directory that does not exist yet is filled; one that holds a run (even an unfinished
+    one, which may be training now) is never touched. Returns whether it copied."""
+    if (run.run_dir / "run.json").is_file():
+        return False
+    import shutil
+
+    from segdend.checkpoint import config_fingerprint
+    from segdend.rundir import load_run_config
+
+    want = config_fingerprint(run.config.to_json())
+    for info in runs.glob("*/runs/*/seed*/run.json"):
+        other = info.parent
+        if other == run.run_dir or not finished(other, run.config.training.epochs):
+            continue
+        cfg = load_run_config(other)
+        if (config_fingerprint(cfg.to_json()) == want
+                and cfg.training.epochs == run.config.training.epochs):
+            shutil.copytree(other, run.run_dir, ignore=shutil.ignore_patterns("*.lock"))
+            print(f"{run.run_dir}: reusing the identical finished run {other}")
+            return True
+    return False
+
+
 def train_one(job: tuple) -> str:
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     from segdend.experiments import get_experiment
@@ -83,6 +110,8 @@ def train_one(job: tuple) -> str:
         t0 = time.time()
         if restore_committed(exp, run) and finished(run.run_dir, epochs):
             return f"{name}: restored from results/"
+        if share_identical_run(run, out) and finished(run.run_dir, epochs):
+            return f"{name}: the identical finished run, copied"
         if finished(run.run_dir, epochs):
             return f"{name}: already finished"
         result = run_config(run.config, resume=(run.run_dir / "run.json").is_file())
