@@ -200,5 +200,17 @@ def update_network(params, rule: str, wiring: str, c, eta, fwd, tgt, eta_feedbac
         apply_update(params.W[m], params.b[m], errors[m], fwd.sbar[m], eta[m], c.P_hidden)
         if eta_feedback is not None:
             e_inv = feedback_error(fwd.vbar[m], fwd.alpha[m], fwd.abar[m], c.phi_max)
-            params.Y[m] -= eta_feedback[m] * np.outer(e_inv, fwd.sbar_fb[m])
+            params.Y[m] -= eta_feedback[m] * np.outer(e_inv, fwd.sbar_fb[m]) * \
+                feedback_keep(params.Y_mask, m, params.Y[m])
     return errors, errors_bp
+
+
+def feedback_keep(Y_mask, m, Y):
+    """Which entries of ``Y[m]`` feedback learning may change: 1 where the sparse feedback
+    mask keeps the synapse, 0 where it silenced it (MODEL.md 7: the mask is fixed, so a
+    silenced synapse stays silent); all ones without a mask. Multiplying a change by 1.0 is
+    exact, so dense feedback learns exactly as before."""
+    if m >= len(Y_mask) or Y_mask[m].shape != Y.shape:
+        return np.ones_like(Y)
+    return (Y_mask[m] != 0).astype(Y.dtype)
+

@@ -45,6 +45,12 @@ BASE = {
     "noisy_symmetric_layerwise": ((7, 5, 3), {"model": {"feedback": "noisy_symmetric",
                                                         "feedback_wiring": "layerwise"}}),
     "sparse_feedback": ((8, 3), {"model": {"feedback_sparsity": 0.5}}),
+    "sparse_feedback_learning": ((7, 5, 3), {"model": {"feedback_sparsity": 0.5},
+                                             "training": {"feedback_learning": True,
+                                                          "eta_feedback": [0.1, 0.05]}}),
+    "rate_sparse_feedback_learning": ((7, 5, 3), {
+        "model": {"mode": "rate", "feedback_sparsity": 0.5},
+        "training": {"feedback_learning": True, "eta_feedback": [0.1, 0.05]}}),
     "shallow": ((3,), {}),
     "rate": ((8, 3), {"model": {"mode": "rate"}}),
     "rate_two_hidden_layerwise": ((7, 5, 3), {"model": {"mode": "rate",

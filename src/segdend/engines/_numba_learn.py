@@ -130,7 +130,7 @@ def apply_update(c, WT, B, net, m, E, sbar, eta, P, fix_rings):
 
 
 @numba.njit(**JIT_OPTIONS)
-def update_network(c, WT, B, YT, net, sm, fix_rings, angle_parts, burst_key):
+def update_network(c, WT, B, YT, KT, net, sm, fix_rings, angle_parts, burst_key):
     """plasticity.update_network on the engine's layout: the output layer first, then the
     hidden layers top-down, each by the rule of plasticity.HIDDEN_RULES (backprop errors use
     the weights above after their update). ``angle_parts[m]`` gets (E.E_bp, E.E, E_bp.E_bp)
@@ -173,11 +173,12 @@ def update_network(c, WT, B, YT, net, sm, fix_rings, angle_parts, burst_key):
                                    c.phi_max)
             src = c.src[l]
             sb, y0 = noff[src], c.yoff[l]
-            for j in range(sizes[src]):
+            for j in range(sizes[src]):  # KT: plasticity.feedback_keep in YT's layout
                 f = sm.sbfb_f[sb + j]
                 y_j = YT[y0 + j * n:y0 + (j + 1) * n]
+                k_j = KT[y0 + j * n:y0 + (j + 1) * n]
                 for i in range(n):
-                    y_j[i] -= c.eta_fb[m] * (e_inv[i] * f)
+                    y_j[i] -= c.eta_fb[m] * (e_inv[i] * f) * k_j[i]
         if angle_parts.shape[0] > 0:
             angle_parts[m, 0] = np.dot(e, e_bp)
             angle_parts[m, 1] = np.dot(e, e)

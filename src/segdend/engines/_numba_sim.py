@@ -50,7 +50,7 @@ from segdend.engines._numba_prims import (
 
 
 @cached_njit(**JIT_OPTIONS)
-def train_spiking(c, WT, B, YT, net, pixels, labels, lengths, windows, keys, plateau_keys,
+def train_spiking(c, WT, B, YT, KT, net, pixels, labels, lengths, windows, keys, plateau_keys,
                   noise_keys, burst_keys, loss_out, loss_hidden, correct, angle_parts, ubar_f):
     """ReferenceEngine.train in spiking mode, for a chunk of examples in order."""
     top = c.sizes.size - 1
@@ -80,7 +80,7 @@ def train_spiking(c, WT, B, YT, net, pixels, labels, lengths, windows, keys, pla
                     sm.phibar_t[j] = wk.phacc[j] / nwin
                 apical_means(c, YT, wk, nwin, sm.abar_t, sm.alpha_t)
         record_example(c, sm, labels[e], e, loss_out, loss_hidden, correct, ubar_f)
-        update_network(c, WT, B, YT, net, sm, True, angle_parts[e], burst_keys[e])
+        update_network(c, WT, B, YT, KT, net, sm, True, angle_parts[e], burst_keys[e])
         refresh_feedback(c, WT, YT, noise_keys[e])
 
 
@@ -174,7 +174,7 @@ def rate_forward(c, WT, B, YT, pixels, label, sm, rates, vb):
 
 
 @cached_njit(**JIT_OPTIONS)
-def train_rate(c, WT, B, YT, pixels, labels, noise_keys, burst_keys, loss_out, loss_hidden,
+def train_rate(c, WT, B, YT, KT, pixels, labels, noise_keys, burst_keys, loss_out, loss_hidden,
                correct, angle_parts, ubar_f):
     """ReferenceEngine.train in rate mode, for a chunk of examples in order."""
     sm = new_summary(c)
@@ -185,7 +185,7 @@ def train_rate(c, WT, B, YT, pixels, labels, noise_keys, burst_keys, loss_out, l
         sm.sbar_f[:] = sm.scratch
         sm.sbfb_f[:] = sm.scratch
         record_example(c, sm, labels[e], e, loss_out, loss_hidden, correct, ubar_f)
-        update_network(c, WT, B, YT, net, sm, False, angle_parts[e], burst_keys[e])
+        update_network(c, WT, B, YT, KT, net, sm, False, angle_parts[e], burst_keys[e])
         refresh_feedback(c, WT, YT, noise_keys[e])
 
 

@@ -29,7 +29,7 @@ it are computed and discarded; nothing before depends on them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -83,6 +83,7 @@ class TParams:
     W: list[torch.Tensor]
     b: list[torch.Tensor]
     Y: list[torch.Tensor]
+    keep: list[torch.Tensor] = field(default_factory=list)  # plasticity.feedback_keep, per Y
 
 
 @dataclass
@@ -180,6 +181,11 @@ class Core:
                 b = _Bound(arrays, arrays[0].shape, d, t)
                 bounds.append(b)
                 getattr(out, name).append(b.tensor)
+        if self.config.training.feedback_learning:
+            for m in range(len(params_list[0].Y)):
+                keep = np.stack([plasticity.feedback_keep(p.Y_mask, m, np.asarray(p.Y[m]))
+                                 for p in params_list])
+                out.keep.append(torch.as_tensor(keep, device=d, dtype=t))
         return out, bounds
 
     def bind_state(self, states: list[State]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -513,7 +519,7 @@ class Core:
             ops.apply_update(P.W[m], P.b[m], errors[m], fwd.sbar[m], scale_w[:, m])
             if eta_fb is not None:
                 e_inv = ops.feedback_error(fwd.vbar[m], fwd.alpha[m], fwd.abar[m], c.phi_max)
-                P.Y[m] -= eta_fb[:, m, None, None] * ops.outer(e_inv, fwd.sbar_fb[m])
+                P.Y[m] -= eta_fb[:, m, None, None] * ops.outer(e_inv, fwd.sbar_fb[m]) * P.keep[m]
         return errors, errors_bp
 
     def refresh_feedback(self, P: TParams, noise_keys: torch.Tensor) -> None:

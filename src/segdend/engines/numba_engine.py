@@ -151,6 +151,20 @@ class NumbaEngine:
             sim.transpose_into(np.asarray(y, dtype=np.float64), view)
         return WT, B, YT
 
+    def _feedback_keep(self, params: Params) -> np.ndarray:
+        """``plasticity.feedback_keep`` of every feedback matrix in ``YT``'s layout; empty
+        without feedback learning (nothing reads it then)."""
+        if not self.config.training.feedback_learning:
+            return np.zeros(0)
+        cfg, sizes = self.cfg, self.sizes
+        KT = np.empty(sum(y.size for y in params.Y))
+        for m, y in enumerate(params.Y):
+            l = m + 1
+            view = KT[cfg.yoff[l]:cfg.yoff[l] + y.size].reshape(sizes[cfg.src[l]], sizes[l])
+            keep = plasticity.feedback_keep(params.Y_mask, m, np.asarray(y, dtype=np.float64))
+            sim.transpose_into(np.ascontiguousarray(keep), view)
+        return KT
+
     def _unpack(self, params: Params, WT: np.ndarray, B: np.ndarray, YT: np.ndarray) -> None:
         cfg, sizes = self.cfg, self.sizes
         for m, w in enumerate(params.W):
@@ -221,15 +235,16 @@ class NumbaEngine:
         noise_keys = np.ascontiguousarray(batch.noise_keys, dtype=np.uint64)
         burst_keys = _burst_keys(batch, self.rule, n)
         WT, B, YT = self._pack(params)
+        KT = self._feedback_keep(params)
         if self.model.mode == "rate":
-            sim.train_rate(self.cfg, WT, B, YT, pixels, labels, noise_keys, burst_keys,
+            sim.train_rate(self.cfg, WT, B, YT, KT, pixels, labels, noise_keys, burst_keys,
                            out.loss_out, out.loss_hidden, out.correct, parts, ubar_f)
         else:
             lengths = np.ascontiguousarray(batch.lengths, dtype=np.int64).reshape(n, 2)
             windows = np.array([[dyn.integration_window(self.phases, int(T)) for T in row]
                                 for row in lengths], dtype=np.int64).reshape(n, 2, 2)
             net = self._load_state(state)
-            sim.train_spiking(self.cfg, WT, B, YT, net, pixels, labels, lengths, windows,
+            sim.train_spiking(self.cfg, WT, B, YT, KT, net, pixels, labels, lengths, windows,
                               np.ascontiguousarray(batch.keys, dtype=np.uint64),
                               np.ascontiguousarray(batch.plateau_keys, dtype=np.uint64),
                               noise_keys, burst_keys, out.loss_out, out.loss_hidden,
