@@ -46,12 +46,17 @@ def main() -> None:
     ap.add_argument("--max-seeds", type=int, default=None,
                     help="collect only the first N seeds of each experiment (while the others "
                     "still train)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated experiment ids to collect (default: every one of the plan)")
     ap.add_argument("--final-tests", type=int, default=20,
                     help="repeated tests of each run's final weights (0: none)")
     args = ap.parse_args()
     runs, results = Path(args.runs), Path(args.results)
     done = []
+    only = set(args.only.split(",")) if args.only else None
     for exp_id, epochs, _conds, seeds in PLAN:
+        if only is not None and exp_id not in only:
+            continue
         seeds = min(seeds, args.max_seeds or seeds)
         exp = get_experiment(exp_id)
         opts = options(exp_id, epochs, seeds, args.data_dir, runs)
