@@ -62,9 +62,29 @@ def restore_committed(exp, run, results: Path = Path("results")) -> bool:
         return False
     src = results / exp.id / "runs" / run.condition / run.run_dir.name
     if not (src / "run.json").is_file() or not (src / "evaluations").is_dir():
-        return False
+        src = identical_committed_run(run, results)
+        if src is None:
+            return False
     shutil.copytree(src, run.run_dir, dirs_exist_ok=True)
     return True
+
+
+def identical_committed_run(run, results: Path) -> Path | None:
+    """A committed run of any experiment with the same trajectory-determining config and
+    epochs (depth's `h1` seed 2 is sparse's `regular` seed 2), with its repeated tests."""
+    from segdend.checkpoint import config_fingerprint
+    from segdend.rundir import load_run_config
+
+    want = config_fingerprint(run.config.to_json())
+    for info in sorted(results.glob("*/runs/*/seed*/run.json")):
+        other = info.parent
+        if not (other / "evaluations").is_dir():
+            continue
+        cfg = load_run_config(other)
+        if (config_fingerprint(cfg.to_json()) == want
+                and cfg.training.epochs == run.config.training.epochs):
+            return other
+    return None
 
 
 def share_identical_run(run, runs: Path) -> bool:
