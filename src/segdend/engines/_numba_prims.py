@@ -46,13 +46,7 @@ def jit_from(fn, **callees):
     helpers ``fn`` calls (plain Python functions in its module) by their compiled versions,
     without touching ``fn`` itself.
     """
-    env = dict(fn.__globals__)
-    env.update(callees)
-    clone = types.FunctionType(fn.__code__, env, fn.__name__, fn.__defaults__, fn.__closure__)
-    clone.__qualname__ = fn.__qualname__
-    clone.__module__ = fn.__module__
-    clone.__doc__ = fn.__doc__
-    return numba.njit(cache=False, **JIT_OPTIONS)(clone)
+    return numba.njit(cache=False, **JIT_OPTIONS)(plasticity.rebind(fn, **callees))
 
 
 def _sources_digest() -> str:
@@ -116,24 +110,22 @@ spike_counter = jit_from(rng.spike_counter)
 normal_from_uniforms = jit_from(rng.normal_from_uniforms)
 
 
-@intrinsic
-def _uint64_bits_as_float64(typingctx, x):
-    sig = nbtypes.float64(nbtypes.uint64)
+def _bitcast(src, dst, llvm_dst):
+    """An intrinsic reinterpreting the 64 bits of a ``src`` value as ``dst`` (no conversion)."""
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+    @intrinsic
+    def cast(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_dst)
 
-    return sig, codegen
+        return dst(src), codegen
+
+    return cast
 
 
-@intrinsic
-def _float64_bits_as_int64(typingctx, x):
-    sig = nbtypes.int64(nbtypes.float64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return sig, codegen
+_uint64_bits_as_float64 = _bitcast(nbtypes.uint64, nbtypes.float64, ir.DoubleType())
+_float64_bits_as_int64 = _bitcast(nbtypes.float64, nbtypes.int64, ir.IntType(64))
+_int64_bits_as_float64 = _bitcast(nbtypes.int64, nbtypes.float64, ir.DoubleType())
 
 
 _TWO52_BITS = np.uint64(0x4330000000000000)  # the bits of 2.0**52
@@ -181,16 +173,6 @@ def layer_normal(key, phase, layer, unit):
 
 # ---------------------------------------------------------------------------------------------
 # A vectorisable exp
-
-
-@intrinsic
-def _int64_bits_as_float64(typingctx, x):
-    sig = nbtypes.float64(nbtypes.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return sig, codegen
 
 
 @intrinsic
