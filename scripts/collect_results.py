@@ -65,7 +65,7 @@ def main() -> None:
         for r in planned:
             restore_committed(exp, r, results)
             if not finished(r.run_dir, epochs):
-                share_identical_run(r, runs)
+                share_identical_run(r, runs, needs_weights=exp.measure != "test_error")
         if not all(finished(r.run_dir, epochs) for r in planned):
             print(f"{exp_id}: not all runs finished; skipped")
             continue
@@ -85,6 +85,7 @@ def main() -> None:
             if (r.run_dir / "evaluations").is_dir():
                 shutil.copytree(r.run_dir / "evaluations", target / "evaluations",
                                 dirs_exist_ok=True)
+        write_prefix_checks(exp_id, planned, results, dest)
         for f in out.glob(f"{exp_id}.png"):
             shutil.copy2(f, dest / f.name)
         for name in ("summary.csv", "results.json", "experiment.json"):
@@ -102,6 +103,47 @@ def main() -> None:
     import compare_conditions
     compare_conditions.main_for(results)
     print(f"results/ updated for {', '.join(done)}")
+
+
+def write_prefix_checks(exp_id: str, planned, results: Path, dest: Path) -> None:
+    """Runs are deterministic, so a run of E epochs must repeat, to the last digit, the first E
+    epochs of any committed longer run with the same trajectory-determining config (e.g.
+    sparse_amp's 20-epoch `regular` seed k and the 60-epoch depth `h1` seed k). Every such pair
+    is compared column by column (all of metrics.csv but the wall-clock seconds) and written to
+    DEST/determinism.csv; a difference is printed, since it would mean a run is not
+    reproducible."""
+    from segdend.checkpoint import config_fingerprint
+    from segdend.rundir import load_run_config
+
+    rows = []
+    for r in planned:
+        want = config_fingerprint(r.config.to_json())
+        mine = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
+        for info in sorted(results.glob("*/runs/*/seed*/config.json")):
+            other = info.parent
+            if other.parts[-4] == exp_id:
+                continue
+            cfg = load_run_config(other)
+            if (config_fingerprint(cfg.to_json()) != want
+                    or cfg.training.epochs <= r.config.training.epochs):
+                continue
+            theirs = list(csv.DictReader(open(other / "metrics.csv")))[:len(mine)]
+            cols = [c for c in (mine[0] if mine else {}) if c != "seconds"]
+            same = len(theirs) == len(mine) and all(
+                a[c] == b[c] for a, b in zip(mine, theirs, strict=True) for c in cols)
+            rows.append({"run": f"{r.condition}/{r.run_dir.name}",
+                         "committed_run": str(other.relative_to(results)),
+                         "epochs_compared": len(mine), "columns": " ".join(cols),
+                         "identical": same})
+            if not same:
+                print(f"warning: {r.run_dir} differs from the first {len(mine)} epochs of "
+                      f"{other}", flush=True)
+            break
+    if rows:
+        with open(dest / "determinism.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
 
 
 def final_tests(run_dir: Path, epochs: int, repeats: int, data_dir: str) -> None:

@@ -19,7 +19,9 @@ from pathlib import Path
 # epochs than the paper are labelled "shortened" on every figure and in the summary.
 # Conditions left out of a list are copied from an identical finished run by
 # collect_results.py (symmetric's `regular` is sparse's; plateau_times' `synchronous` and
-# segregation's `gA_0` are depth's networks; burst's `regular` is sparse's).
+# segregation's `gA_0` are depth's networks; burst's `regular` is sparse's; tsne's `h2` seeds
+# are depth's `h2` networks, copied with their weights where this machine has them; baselines'
+# `backprop` is receptive_fields' and its `local` depth's `h1`).
 PLAN = [
     ("depth", 60, ["h1", "h2", "shallow"], 3),
     ("loss_corr", 2, ["h1"], 3),
@@ -28,9 +30,13 @@ PLAN = [
     ("bp_angle", 10, ["spiking_feedback", "rate_feedback"], 2),
     ("sparse", 60, ["regular", "sparse"], 3),
     ("symmetric", 60, ["symmetric", "noisy_symmetric"], 3),
+    ("tsne", 60, ["h2"], 3),
+    ("sparse_amp", 20, ["regular", "sparse_x5", "sparse_x1"], 2),
     ("plateau_times", 60, ["random"], 3),
-    ("segregation", 60, ["gA_0.05", "gA_0.6"], 2),
+    ("receptive_fields", 60, ["backprop", "local"], 2),
+    ("baselines", 60, ["feedback_alignment"], 2),
     ("burst", 60, ["burst"], 2),
+    ("segregation", 60, ["gA_0.05", "gA_0.6"], 2),
 ]
 COMMON = ["training.test_every=5"]
 
@@ -87,7 +93,7 @@ def identical_committed_run(run, results: Path) -> Path | None:
     return None
 
 
-def share_identical_run(run, runs: Path) -> bool:
+def share_identical_run(run, runs: Path, needs_weights: bool = False) -> bool:
     """Reuse a finished run with the same trajectory-determining config (e.g. the `regular`
     condition that sparse and symmetric both compare against, which is also depth's `h1`)
     instead of training it twice: runs are deterministic, so the copy is the run. Only a run
@@ -105,6 +111,8 @@ def share_identical_run(run, runs: Path) -> bool:
         other = info.parent
         if other == run.run_dir or not finished(other, run.config.training.epochs):
             continue
+        if needs_weights and not (other / "checkpoints" / "latest.safetensors").is_file():
+            continue  # restored from results/ without its weights: no use to this analysis
         cfg = load_run_config(other)
         if (config_fingerprint(cfg.to_json()) == want
                 and cfg.training.epochs == run.config.training.epochs):
@@ -130,7 +138,8 @@ def train_one(job: tuple) -> str:
         t0 = time.time()
         if restore_committed(exp, run) and finished(run.run_dir, epochs):
             return f"{name}: restored from results/"
-        if share_identical_run(run, out) and finished(run.run_dir, epochs):
+        if (share_identical_run(run, out, needs_weights=exp.measure != "test_error")
+                and finished(run.run_dir, epochs)):
             return f"{name}: the identical finished run, copied"
         if finished(run.run_dir, epochs):
             return f"{name}: already finished"

@@ -248,6 +248,11 @@ def test_experiment_specific_results(reproduced):
     assert [p["layer"].split(" (")[0] for p in tsne["panels"]] == ["input", "hidden 1",
                                                                  "hidden 2"]
     assert len(tsne["labels"]) == 100 and len(tsne["panels"][0]["x"]) == 100
+    # one silhouette per layer and seed; the panels are the first seed's
+    assert {k: len(v) for k, v in tsne["silhouette_by_seed"].items()} == {
+        p["layer"]: len(tsne["seeds"]) for p in tsne["panels"]}
+    assert [v[0] for v in tsne["silhouette_by_seed"].values()] == [
+        p["silhouette"] for p in tsne["panels"]]
     loss = res("loss_corr")["loss_corr"]
     assert loss["epoch"] == 1 and len(loss["curves"][0]["r"][0]) == 10
     traces = res("traces")["traces"]
@@ -350,3 +355,30 @@ def test_saved_repeated_tests_stand_for_a_runs_final_error(reproduced, mnist_dir
     assert float(rows["spiking_feedback"]["test_error_mean"]) == pytest.approx(
         res["test_error_mean"], abs=1e-6)
     assert rows["rate_feedback"]["test_repeats"] == "1"
+
+
+def test_weights_of_a_trained_run_that_are_not_there_are_not_replaced_by_initial_ones(
+        reproduced, tmp_path):
+    """A run restored from results/ has its metrics but no checkpoints: analysing its initial
+    weights as if they were the trained ones would be silently wrong."""
+    import shutil
+
+    from segdend.network import initialise
+    from segdend.runfiles import config_of, final_params
+
+    src = next((reproduced["receptive_fields"][1] / "runs" / "local").iterdir())
+    run = tmp_path / "restored"
+    shutil.copytree(src, run, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = config_of(src)
+    initial = initialise(cfg.model, cfg.training.seed).W[0]
+    assert not np.array_equal(final_params(src).W[0], initial)  # the trained weights
+    with pytest.raises(SegdendError, match="trained 1 epochs but its weights"):
+        final_params(run)
+
+
+def test_baselines_share_the_backprop_networks_of_receptive_fields():
+    rf, base = get_experiment("receptive_fields"), get_experiment("baselines")
+    for k in range(3):
+        assert rf.seed_for("backprop", k) == base.seed_for("backprop", k) != k
+        a, b = rf.build_config("backprop", k), base.build_config("backprop", k)
+        assert a.model == b.model and a.training == b.training

@@ -143,10 +143,20 @@ def config_of(run_dir: Path) -> RunConfig:
 
 
 def final_params(run_dir: Path) -> Params:
-    """The run's latest weights (its initial weights when it saved no checkpoint yet)."""
+    """The run's latest weights (its initial weights when it has not trained yet).
+
+    A run that trained but whose checkpoints are not there (e.g. one restored from the small
+    files committed under results/) raises: silently analysing its initial weights instead
+    would be wrong."""
     path = Path(run_dir) / "checkpoints" / "latest.safetensors"
     if path.is_file():
         return checkpoint_params(path)[0]
+    rows = read_csv(Path(run_dir) / "metrics.csv")
+    if rows:
+        raise SegdendError(
+            f"{run_dir} trained {rows[-1]['epoch']} epochs but its weights "
+            "(checkpoints/latest.safetensors) are not there; copy its checkpoints back or "
+            "train it again (runs are deterministic: the same seed gives the same weights)")
     cfg = config_of(run_dir)
     return initialise(cfg.model, cfg.training.seed)
 

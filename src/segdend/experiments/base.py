@@ -24,6 +24,10 @@ RunDirs = dict[str, list[Path]]
 
 PAPER_TRAIN_EXAMPLES = 60000
 PAPER_TEST_EXAMPLES = 10000
+# Seed offset of the backprop-trained comparison network (receptive_fields, baselines): it is
+# initialised independently of the local network of the same seed index, and both experiments
+# use the same offset so that they share those runs.
+BACKPROP_SEED_OFFSET = 1000
 
 
 @dataclass(frozen=True)

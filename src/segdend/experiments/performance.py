@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from segdend import plots
-from segdend.experiments.base import Experiment, RunDirs
+from segdend.experiments.base import BACKPROP_SEED_OFFSET, Experiment, RunDirs
 from segdend.experiments.common import base_results
 
 
@@ -112,6 +112,8 @@ BASELINES = Experiment(
     preset="paper-h1",
     conditions={"local": [], "backprop": ['training.learning_rule="backprop"'],
                 "feedback_alignment": ['training.learning_rule="feedback_alignment"']},
+    # receptive_fields' backprop networks: the same runs
+    seed_offsets={"backprop": BACKPROP_SEED_OFFSET},
     epochs=60,
     published={"local": 4.1, "backprop": None, "feedback_alignment": None},
     claim="the local rule's 4.1% (Fig. 6B); the paper gives no number for the baselines",

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from segdend import analysis, plots
-from segdend.experiments.base import Experiment, RunDirs
+from segdend.experiments.base import BACKPROP_SEED_OFFSET, Experiment, RunDirs
 from segdend.experiments.common import base_results, first_run, usable_runs
 from segdend.experiments.runs import dataset_for, n_test_of
 from segdend.runfiles import config_of, final_params
@@ -16,7 +16,6 @@ from segdend.runfiles import config_of, final_params
 TSNE_IMAGES = 1000  # test images embedded (the first N of the run's test set)
 TSNE_PURPOSE = 4  # purpose path of the test spike streams used for the activity
 RF_SHOWN = 8  # receptive fields drawn, with their best match in the backprop network
-RF_SEED_OFFSET = 1000  # the backprop network is initialised independently of the local one
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,18 +42,30 @@ def test_activity(run_dir, n_images: int) -> tuple[list[np.ndarray], np.ndarray,
 
 
 def analyse_tsne(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
+    """t-SNE of the first seed's activity (the panels), and the silhouette of every layer's
+    embedding for every usable seed (the numbers behind "cleaner layer by layer")."""
     res = base_results(exp, run_dirs)
     cond = next(iter(exp.conditions))
-    run_dir = first_run(res, run_dirs, cond)
-    layers, labels, names = test_activity(run_dir, TSNE_IMAGES)
-    panels = []
-    for name, X in zip(names, layers, strict=True):
-        emb = analysis.tsne_embedding(X, seed=0)
-        panels.append({"layer": name, "x": emb[:, 0].tolist(), "y": emb[:, 1].tolist(),
-                       "silhouette": analysis.cluster_quality(emb, labels)})
-    # The condition's value: silhouette of the top hidden layer's embedding (first seed).
-    res["conditions"][cond]["value"] = [panels[-1]["silhouette"]]
-    res["tsne"] = {"panels": panels, "labels": labels.tolist(), "run_dir": str(run_dir)}
+    first = first_run(res, run_dirs, cond)
+    panels, by_seed, seeds = [], {}, []
+    for run_dir in usable_runs(res, run_dirs.get(cond) or []):
+        layers, labels, names = test_activity(run_dir, TSNE_IMAGES)
+        seeds.append(config_of(run_dir).training.seed)
+        for name, X in zip(names, layers, strict=True):
+            emb = analysis.tsne_embedding(X, seed=0)
+            quality = analysis.cluster_quality(emb, labels)
+            by_seed.setdefault(name, []).append(quality)
+            if run_dir == first:
+                panels.append({"layer": name, "x": emb[:, 0].tolist(),
+                               "y": emb[:, 1].tolist(), "silhouette": quality})
+                first_labels = labels
+    # The condition's value: silhouette of the top hidden layer's embedding, one per seed.
+    res["conditions"][cond]["value"] = list(by_seed[names[-1]])
+    res["tsne"] = {"panels": panels, "labels": first_labels.tolist(), "run_dir": str(first),
+                   "seeds": seeds, "silhouette_by_seed": by_seed,
+                   "cleaner_each_layer": [all(by_seed[a][k] < by_seed[b][k]
+                                              for a, b in zip(names, names[1:], strict=False))
+                                          for k in range(len(seeds))]}
     return res
 
 
@@ -68,7 +79,7 @@ TSNE = Experiment(
     published={"h2": None},
     claim="class clusters become cleaner layer by layer (qualitative)",
     measure="tsne_silhouette",
-    measure_label="silhouette of the top hidden layer's t-SNE (first seed)",
+    measure_label="silhouette of the top hidden layer's t-SNE",
     analyse_fn=analyse_tsne,
     plot_fn=plots.tsne_figure,
 )
@@ -115,7 +126,7 @@ RECEPTIVE_FIELDS = Experiment(
     figure="Fig. 7B/C",
     preset="paper-h1",
     conditions={"local": [], "backprop": ['training.learning_rule="backprop"']},
-    seed_offsets={"backprop": RF_SEED_OFFSET},
+    seed_offsets={"backprop": BACKPROP_SEED_OFFSET},
     epochs=60,
     published={"local": None, "backprop": None},
     claim="qualitatively similar receptive fields; maximum correlations far above the "

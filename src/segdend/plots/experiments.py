@@ -450,10 +450,7 @@ def tsne_figure(results: dict[str, Any], path: Path) -> list[Path]:
                 if pick.any():
                     ax.scatter(np.asarray(p["x"])[pick], np.asarray(p["y"])[pick], s=2,
                                color=colour(d), label=str(d), rasterized=True)
-            s = p.get("silhouette")
-            ax.set_title(f"{p['layer']}\nsilhouette "
-                         + ("n/a" if s is None or not np.isfinite(s) else f"{s:.2f}"),
-                         fontsize=8)
+            ax.set_title(f"{p['layer']}\nsilhouette {_silhouette_text(ts, p)}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
         _legend(axes[-1], loc="center left", bbox_to_anchor=(1.02, 0.5), markerscale=3,
@@ -462,6 +459,16 @@ def tsne_figure(results: dict[str, Any], path: Path) -> list[Path]:
                      fontsize=9)
         add_note(fig, results)
         return save_figure(fig, path)
+
+
+def _silhouette_text(ts: dict[str, Any], panel: dict[str, Any]) -> str:
+    """The panel's silhouette; with several seeds their mean +- sd (the panel is seed 1's)."""
+    values = [v for v in (ts.get("silhouette_by_seed") or {}).get(panel["layer"], [])
+              if v is not None and np.isfinite(v)]
+    if len(values) > 1:
+        return f"{np.mean(values):.2f} \u00b1 {np.std(values, ddof=1):.2f} ({len(values)} seeds)"
+    s = panel.get("silhouette")
+    return "n/a" if s is None or not np.isfinite(s) else f"{s:.2f}"
 
 
 # ---------------------------------------------------------------------------------------------
