@@ -124,6 +124,20 @@ def test_crash_between_write_and_rename_keeps_previous_checkpoint(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.safetensors"]
 
 
+def test_undefined_angles_in_a_partial_recording_do_not_make_a_checkpoint_unusable(tmp_path):
+    """An interrupted bp_angle run checkpoints its recording so far, where an angle to a zero
+    error vector is NaN by definition; resuming must accept that, but never NaN weights."""
+    path = tmp_path / "latest.safetensors"
+    angles = np.array([[80.0], [np.nan], [75.0]])
+    ckpt.save_checkpoint(path, {"W.0": np.ones(3), "partial.record.bp_angle": angles},
+                         {"epoch": 1})
+    arrays, _ = ckpt.load_checkpoint(path)
+    assert np.array_equal(arrays["partial.record.bp_angle"], angles, equal_nan=True)
+    ckpt.save_checkpoint(path, {"W.0": np.array([1.0, np.nan])}, {"epoch": 1})
+    with pytest.raises(SegdendError, match="non-finite values in W.0"):
+        ckpt.load_checkpoint(path)
+
+
 def test_full_disk_is_a_clear_error_and_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "latest.safetensors"
     ckpt.save_checkpoint(path, {"w": np.arange(4.0)}, {"epoch": 1})
