@@ -155,7 +155,8 @@ MAX_EPOCHS = 10_000
 """The most epochs a run may ask for (``--epochs 10**12`` would fill any disk)."""
 
 RECORD_NAMES = ("bp_angle", "ubar_f")
-"""What ``output.record`` may name: the per-example recordings every engine provides."""
+"""What ``output.record`` may name: the per-example recordings of the engines (which engine
+records which: ``records`` of its contract in ``engines.registry.ENGINES``)."""
 
 
 class TrainingConfig(_Section):

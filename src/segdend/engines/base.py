@@ -5,16 +5,23 @@ draw's key decided by the trainer) and tests a batch of images from a cleared st
 updates :class:`~segdend.network.Params` and its carried :class:`State` in place and returns
 per-example results. The reference engine is the specification in code; the fast engines
 must agree with it (``tests/engines``).
+
+What an engine records and supports is declared as data, an :class:`EngineInfo` per engine in
+:data:`segdend.engines.registry.ENGINES`: read without building (or importing) the engine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from segdend.network import Params
+
+if TYPE_CHECKING:
+    from segdend.config import RunConfig
 
 
 @dataclass
@@ -128,3 +135,37 @@ class Engine(Protocol):
     def test(self, params: Params, pixels: np.ndarray, keys: np.ndarray,
              hidden: bool = False) -> TestResult: ...
 
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """An engine's declared contract: what it records and runs, known without building it.
+
+    ``name`` its ``training.engine`` name; ``load()`` its class (imports the engine module,
+    and so numba or torch, on the first call; the class is built with the run's config);
+    ``records`` the names of ``output.record`` (``config.RECORD_NAMES``) whose recordings
+    its ``train`` returns when asked, every other name asked for is left out of
+    :attr:`TrainResult.records`; ``modes`` the ``model.mode`` values it runs; ``populations``
+    whether it also trains populations of networks together; ``unsupported_reason(config)``
+    why it cannot run a config (None when it can), decided without importing the engine
+    (:mod:`segdend.engines.limits`).
+    """
+
+    name: str
+    load: Callable[[], Callable[[RunConfig], Engine]]
+    records: tuple[str, ...]
+    unsupported_reason: Callable[[RunConfig], str | None]
+    modes: tuple[str, ...] = ("spiking", "rate")
+    populations: bool = False
+
+    def available(self) -> bool:
+        """Whether the engine's module (and its numba or torch) imports here."""
+        try:
+            self.load()
+        except ImportError:
+            return False
+        return True
+
+    def build(self, config: RunConfig) -> Engine:
+        """The engine for ``config``."""
+        return self.load()(config)

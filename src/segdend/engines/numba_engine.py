@@ -21,36 +21,15 @@ import numba
 import numpy as np
 
 from segdend import dynamics as dyn
-from segdend import plasticity, rng
+from segdend import plasticity
 from segdend.config import RunConfig
 from segdend.engines import _numba_learn as learn
 from segdend.engines import _numba_sim as sim
 from segdend.engines._numba_prims import rule_index
 from segdend.engines.base import State, TestResult, TrainBatch, TrainResult, cleared_state
+from segdend.engines.limits import numba_unsupported_reason as unsupported_reason
 from segdend.errors import SegdendError
 from segdend.network import Params, check_shapes
-
-
-def unsupported_reason(config: RunConfig) -> str | None:
-    """Why :class:`NumbaEngine` cannot run ``config``, or None when it can."""
-    model = config.model
-    sizes = (model.n_inputs, *model.layers)
-    if config.training.dtype != "float64":
-        return "it computes in float64 only (training.dtype=float32 runs on the torch engine)"
-    if len(sizes) > rng.MAX_LAYERS:
-        return (f"{len(model.layers)} layers exceed the random streams' layer field "
-                f"({rng.MAX_LAYERS - 1} layers at most)")
-    if max(sizes) > rng.MAX_UNITS:
-        return f"a layer of {max(sizes)} units exceeds the random streams' unit field"
-    if model.feedback == "noisy_symmetric":
-        for m in range(model.n_hidden_layers):
-            source = sizes[-1] if model.feedback_wiring == "broadcast" else sizes[m + 2]
-            if sizes[m + 1] * source > rng.MAX_UNITS:
-                return "a feedback matrix too large for the noise stream's unit field"
-    if config.phases.test_length >= rng.MAX_STEPS:
-        return "phases.test_length exceeds the random streams' step field"
-    return None
-
 
 _FEEDBACK = {"random": sim.RANDOM, "symmetric": sim.SYMMETRIC, "noisy_symmetric": sim.NOISY}
 

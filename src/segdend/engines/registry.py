@@ -1,24 +1,71 @@
-"""Choosing an engine for a config."""
+"""Choosing an engine for a config, from the engines' declared contracts.
+
+:data:`ENGINES` is the one table of engines: each an :class:`~segdend.engines.base.EngineInfo`
+saying what it records, which modes it runs, whether it trains populations and why it cannot
+run a config. Choosing an engine (:func:`resolve_engine_name`) and asking what it records
+(``experiments.runner.engine_records``) read the table; neither builds an engine, and
+importing this module loads neither numba nor torch (an engine's module is imported when it
+is built, or when ``auto`` checks that it imports at all).
+"""
 
 from __future__ import annotations
 
 from segdend.config import RunConfig
+from segdend.engines.base import Engine, EngineInfo
+from segdend.engines.limits import (
+    numba_unsupported_reason,
+    reference_unsupported_reason,
+    torch_unsupported_reason,
+)
 from segdend.errors import SegdendError
 
-ENGINES = ("reference", "numba", "torch")
+
+def _reference():
+    from segdend.engines.reference import ReferenceEngine
+    return ReferenceEngine
+
+
+def _numba():
+    from segdend.engines.numba_engine import NumbaEngine
+    return NumbaEngine
+
+
+def _torch():
+    from segdend.engines.torch_engine import TorchEngine
+    return TorchEngine
+
+
+ENGINES: dict[str, EngineInfo] = {
+    info.name: info for info in (
+        EngineInfo("reference", _reference, records=("bp_angle", "ubar_f"),
+                   unsupported_reason=reference_unsupported_reason),
+        EngineInfo("numba", _numba, records=("bp_angle", "ubar_f"),
+                   unsupported_reason=numba_unsupported_reason),
+        EngineInfo("torch", _torch, records=("bp_angle",),
+                   unsupported_reason=torch_unsupported_reason, populations=True),
+    )
+}
+"""Every engine by its ``training.engine`` name (``auto`` picks among them, see
+:func:`resolve_engine_name`)."""
+
+
+def engine_info(name: str) -> EngineInfo:
+    """The declared contract of engine ``name``."""
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise SegdendError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}"
+                           ) from None
 
 
 def unsupported_reason(config: RunConfig, name: str) -> str | None:
     """Why engine ``name`` cannot run ``config``, or None when it can."""
-    if name == "reference":
-        return None
-    if name == "numba":
-        from segdend.engines.numba_engine import unsupported_reason as why
-    elif name == "torch":
-        from segdend.engines.torch_engine import unsupported_reason as why
-    else:
+    info = ENGINES.get(name)
+    if info is None:
         return f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}"
-    return why(config)
+    if config.model.mode not in info.modes:
+        return f"it runs model.mode {' or '.join(info.modes)} only"
+    return info.unsupported_reason(config)
 
 
 def resolve_engine_name(config: RunConfig) -> str:
@@ -43,22 +90,11 @@ def resolve_engine_name(config: RunConfig) -> str:
         if torch.cuda.is_available():
             order = ("torch", "numba")
     for name in order:
-        try:
-            if unsupported_reason(config, name) is None:
-                return name
-        except ImportError:
-            continue
+        if unsupported_reason(config, name) is None and ENGINES[name].available():
+            return name
     return "reference"
 
 
-def get_engine(config: RunConfig):
+def get_engine(config: RunConfig) -> Engine:
     """An engine instance for ``config`` (see :func:`resolve_engine_name`)."""
-    name = resolve_engine_name(config)
-    if name == "numba":
-        from segdend.engines.numba_engine import NumbaEngine
-        return NumbaEngine(config)
-    if name == "torch":
-        from segdend.engines.torch_engine import TorchEngine
-        return TorchEngine(config)
-    from segdend.engines.reference import ReferenceEngine
-    return ReferenceEngine(config)
+    return ENGINES[resolve_engine_name(config)].build(config)

@@ -24,36 +24,18 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from segdend import rng
 from segdend.config import RunConfig
 from segdend.engines._torch_core import (
     _DTYPES,
     Core,
-    cuda_missing_message,
     resolve_device,
 )
 from segdend.engines.base import State, TestResult, TrainBatch, TrainResult, cleared_state
+from segdend.engines.limits import torch_unsupported_reason as unsupported_reason
 from segdend.errors import SegdendError
 from segdend.network import Params
 
 __all__ = ["TorchEngine", "TorchPopulation", "unsupported_reason"]
-
-
-def unsupported_reason(config: RunConfig) -> str | None:
-    """Why the torch engine cannot run ``config``, or None when it can."""
-    model, phases = config.model, config.phases
-    spec = config.training.device
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        return cuda_missing_message(spec)
-    if len(model.layers) >= rng.MAX_LAYERS:
-        return (f"the spike counters hold at most {rng.MAX_LAYERS - 1} layers above the input; "
-                f"got {len(model.layers)}")
-    if max(model.n_inputs, *model.layers) > rng.MAX_UNITS:
-        return f"the spike counters hold at most {rng.MAX_UNITS} units per layer"
-    longest = max(phases.test_length, phases.min_length)
-    if longest >= rng.MAX_STEPS:
-        return f"the spike counters hold phases of at most {rng.MAX_STEPS - 1} steps"
-    return None
 
 
 class _TorchBase:

@@ -92,21 +92,11 @@ def plan_runs(exp: Experiment, out: Path, *, seeds: int = 1, epochs: int | None 
 
 
 def engine_records(config: RunConfig) -> set[str]:
-    """The recordings the engine ``config`` resolves to provides, probed with an empty batch
-    (engines return an entry for every recording they support even for no examples)."""
-    from segdend.engines.base import TrainBatch
-    from segdend.engines.registry import get_engine
-    from segdend.network import initialise
+    """The recordings the engine ``config`` resolves to provides, as that engine declares them
+    (``engines.registry.ENGINES``; no engine is built)."""
+    from segdend.engines.registry import engine_info, resolve_engine_name
 
-    if not config.output.record:
-        return set()
-    engine = get_engine(config)
-    n_in = config.model.n_inputs
-    empty = TrainBatch(np.zeros((0, n_in)), np.zeros(0, dtype=np.int64),
-                       np.zeros((0, 2), dtype=np.int64), *(np.zeros(0, dtype=np.uint64),) * 3)
-    result = engine.train(initialise(config.model, config.training.seed), engine.new_state(),
-                          empty, tuple(config.output.record))
-    return set(result.records)
+    return set(engine_info(resolve_engine_name(config)).records)
 
 
 def shortened_note(exp: Experiment, config: RunConfig, n_train: int, n_test: int) -> str:
