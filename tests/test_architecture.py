@@ -21,7 +21,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("segdend", "segdend.errors", "segdend.atomic", "segdend.rng")),
     ("config and data", ("segdend.config", "segdend.presets", "segdend.data")),
     ("dynamics", ("segdend.dynamics",)),
-    ("network and plasticity", ("segdend.network", "segdend.plasticity")),
+    ("network and plasticity", ("segdend.network", "segdend.plasticity", "segdend.feedback")),
     ("engines and checkpoint", ("segdend.engines", "segdend.checkpoint")),
     ("run records, analyses and figures",
      ("segdend.rundir", "segdend.runfiles", "segdend.analysis", "segdend.plots")),

@@ -55,7 +55,10 @@ class ModelConfig(_Section):
     kernel: Literal["truncated", "exact"] = "truncated"
     kernel_taps: int = Field(10, gt=0)
     feedback_wiring: Literal["broadcast", "layerwise"] = "broadcast"
-    feedback: Literal["random", "symmetric", "noisy_symmetric"] = "random"
+    feedback: str = "random"
+    """A name of ``feedback.FEEDBACK_VARIANTS`` (random, symmetric, noisy_symmetric); checked
+    against that registry when an engine is built (``feedback.feedback_variant``): feedback
+    sits floors above the config, which may not import it."""
     feedback_noise_sd: float = 0.05
     feedback_sparsity: float = 0.0
     """Fraction of each Y's entries zeroed by a fixed random mask (0.8 in the paper)."""
@@ -81,6 +84,14 @@ class ModelConfig(_Section):
         for i, n in enumerate(v):
             if n <= 0:
                 raise ValueError(f"every layer size must be > 0; got {n} at position {i}")
+        return v
+
+    @field_validator("feedback")
+    @classmethod
+    def _feedback_named(cls, v: str) -> str:
+        if not v.isidentifier():
+            raise ValueError(f"must be the name of a feedback variant (feedback.FEEDBACK_VARIANTS); "
+                             f"got {v!r}")
         return v
 
     @model_validator(mode="after")

@@ -133,19 +133,3 @@ def apply_sparsity(model: ModelConfig, params: Params, seed: int) -> None:
         params.Y_mask[m] = keep.reshape(y.shape) * gain
         params.Y[m] = y * params.Y_mask[m]
 
-
-def symmetric_feedback(model: ModelConfig, W: list[np.ndarray], noise: list[np.ndarray] | None
-                       ) -> list[np.ndarray]:
-    """Symmetric feedback ``Y = W[M-1].T`` for the last hidden layer and, broadcast,
-    ``Y[m] = W[m+1].T @ Y[m+1]`` below (MODEL.md 7); layer-wise ``Y[m] = W[m+1].T``.
-    ``noise[m]`` (same shape as Y[m]) is added for noisy symmetric feedback."""
-    n_hidden = len(W) - 1
-    Y: list[np.ndarray] = [np.empty(0)] * n_hidden
-    for m in range(n_hidden - 1, -1, -1):
-        if model.feedback_wiring == "broadcast" and m < n_hidden - 1:
-            Y[m] = W[m + 1].T @ Y[m + 1]
-        else:
-            Y[m] = W[m + 1].T.copy()
-    if noise is not None:
-        Y = [y + n for y, n in zip(Y, noise, strict=True)]
-    return Y

@@ -24,14 +24,15 @@ Cfg = namedtuple("Cfg", [
     "phi_max", "spike_floor", "dt", "g_L", "g_B", "g_A", "g_D", "E_E", "E_I", "k_B", "k_D",
     "P_hidden", "P_out",
     "fb_rates", "random_plateau", "plateau_sd", "plateau_max", "integ_last",
-    "rule", "layerwise", "fb_learning", "eta", "eta_fb", "feedback_mode", "noise_sd",
+    "rule", "layerwise", "fb_learning", "eta", "eta_fb", "feedback", "noise_sd",
 ])
 """Constants of a config (built once by the engine). ``recursive``: the truncated kernel is
 ``(decay_L**(k+1) - decay_s**(k+1)) / tau_gap`` and is summed by recursion, with
 ``cut_L = decay_L**(taps+1)``; ``spike_floor`` is a little below ``exp(-phi_max)``: a uniform
 under it gives no spike at any rate; ``rule``: the hidden rule's position in
 ``plasticity.HIDDEN_RULES`` (``_numba_prims.rule_index``, the one place it is derived);
-``feedback_mode``: 0 random, 1 symmetric, 2 noisy symmetric; ``src[l]``: the layer feeding
+``feedback``: the feedback variant's position in ``feedback.FEEDBACK_VARIANTS``
+(``_numba_prims.feedback_index``); ``src[l]``: the layer feeding
 hidden layer l's apical dendrite."""
 
 Net = namedtuple("Net", ["v", "phi", "s", "trace_L", "trace_s", "hist", "ring", "ring_L",
@@ -53,8 +54,6 @@ Summary = namedtuple("Summary", ["vbar_f", "sbar_f", "abar_f", "alpha_f", "sbfb_
 """What the updates need of an example (vectors over all layers): forward-phase means of
 somata, filtered trains (by presynaptic layer), apical voltages, plateaus and feedback
 signals (by source layer); target-phase rates and plateaus."""
-
-RANDOM, SYMMETRIC, NOISY = 0, 1, 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import numba
 import numpy as np
 
 from segdend.engines import _numba_layout as layout
-from segdend.engines._numba_layout import NOISY, RANDOM
 from segdend.engines._numba_prims import (
     JIT_OPTIONS,
     feedback_error,
@@ -26,15 +25,19 @@ from segdend.engines._numba_prims import (
     output_loss,
     plateau_delay,
     plateau_fast,
+    refresh_variant,
     spike_counter,
     uniform,
 )
 
-Cfg = namedtuple("Cfg", [*layout.Cfg._fields, "rule_draws", "rule_needs_bp", "burst_scale"])
-"""The layout's constants (:data:`segdend.engines._numba_layout.Cfg`) and the learning rule's:
+Cfg = namedtuple("Cfg", [*layout.Cfg._fields, "rule_draws", "rule_needs_bp", "burst_scale",
+                         "feedback_derived"])
+"""The layout's constants (:data:`segdend.engines._numba_layout.Cfg`), the learning rule's:
 ``rule`` its index in ``plasticity.HIDDEN_RULES`` (:func:`~segdend.engines._numba_prims.
 rule_index`), ``rule_draws`` / ``rule_needs_bp`` its ``Rule.draws`` / ``Rule.needs_bp``,
-``burst_scale`` ``training.burst_scale``."""
+``burst_scale`` ``training.burst_scale``; and the feedback variant's: ``feedback`` its index
+in ``feedback.FEEDBACK_VARIANTS`` (:func:`~segdend.engines._numba_prims.feedback_index`),
+``feedback_derived`` its ``Feedback.derived``."""
 
 # ---------------------------------------------------------------------------------------------
 # Summaries, updates, feedback
@@ -189,40 +192,19 @@ def update_network(c, WT, B, YT, KT, net, sm, fix_rings, angle_parts, burst_key)
 
 @numba.njit(**JIT_OPTIONS)
 def refresh_feedback(c, WT, YT, noise_key):
-    """ReferenceEngine.refresh_feedback with network.symmetric_feedback (MODEL.md 7):
-    ``Y = W[M-1].T`` for the last hidden layer; below it ``Y[m] = W[m+1].T @ Y[m+1]``
-    (broadcast) or ``W[m+1].T`` (layer-wise); then the noise, drawn as
-    ``rng.layer_normals(noise_key, 0, m+1, Y[m].size)`` in Y's row-major order."""
-    if c.feedback_mode == RANDOM:
+    """ReferenceEngine.refresh_feedback on the engine's layout: the variant ``c.feedback`` of
+    feedback.FEEDBACK_VARIANTS (compiled, :data:`~segdend.engines._numba_prims.
+    refresh_variant`) on views of ``WT`` and ``YT``, its result written back into ``YT``."""
+    if not c.feedback_derived:
         return
-    sizes, woff, yoff = c.sizes, c.woff, c.yoff
+    sizes, woff, yoff, src = c.sizes, c.woff, c.yoff, c.src
     top = sizes.size - 1
-    for l in range(top - 1, 0, -1):
-        n, n_up = sizes[l], sizes[l + 1]
-        y0, w0 = yoff[l], woff[l]
-        if not c.layerwise and l < top - 1:
-            # Y_l[i, j] = sum_k W[l][k, i] Y_{l+1}[k, j]
-            ns = sizes[top]
-            y1 = yoff[l + 1]
-            for j in range(ns):
-                y_up = YT[y1 + j * n_up:y1 + (j + 1) * n_up]
-                y_j = YT[y0 + j * n:y0 + (j + 1) * n]
-                for i in range(n):
-                    y_j[i] = np.dot(WT[w0 + i * n_up:w0 + (i + 1) * n_up], y_up)
-        else:
-            w_l = WT[w0:w0 + n * n_up]
-            for j in range(n_up):
-                y_j = YT[y0 + j * n:y0 + (j + 1) * n]
-                for i in range(n):
-                    y_j[i] = w_l[i * n_up + j]
-    if c.feedback_mode == NOISY:
-        for l in range(1, top):
-            n, ns, y0 = sizes[l], sizes[c.src[l]], yoff[l]
-            y_l = YT[y0:y0 + ns * n]
-            for i in range(n):
-                for j in range(ns):
-                    z = layer_normal(noise_key, 0, l, i * ns + j)
-                    y_l[j * n + i] += c.noise_sd * z
+    W = [WT[woff[m]:woff[m + 1]].reshape((sizes[m], sizes[m + 1])) for m in range(top)]
+    Y = [YT[yoff[l]:yoff[l] + sizes[src[l]] * sizes[l]].reshape((sizes[src[l]], sizes[l]))
+         for l in range(1, top)]
+    new = refresh_variant(c.feedback, W, Y, not c.layerwise, noise_key, c.noise_sd)
+    for k in range(len(Y)):
+        Y[k][:, :] = new[k]
 
 
 @numba.njit(**JIT_OPTIONS)

@@ -32,7 +32,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from segdend import dynamics as dyn
-from segdend import plasticity, rng
+from segdend import feedback, plasticity, rng
 
 # No ZeroDivisionError checks (NumPy semantics, as the reference): they would also stop the
 # loops from vectorising.
@@ -51,9 +51,10 @@ def jit_from(fn, **callees):
 
 def _sources_digest() -> str:
     """Digest of the sources compiled into the kernels besides their own file: the
-    equations and every module of the Numba engine (``engines/_numba_*.py``)."""
+    equations (dynamics, plasticity, feedback, rng) and every module of the Numba engine
+    (``engines/_numba_*.py``)."""
     h = hashlib.sha256()
-    for module in (dyn, plasticity, rng):
+    for module in (dyn, plasticity, feedback, rng):
         h.update(Path(module.__file__).read_bytes())
     for path in sorted(Path(__file__).parent.glob("_numba_*.py")):
         h.update(path.name.encode() + path.read_bytes())
@@ -62,7 +63,7 @@ def _sources_digest() -> str:
 
 def cached_njit(**options):
     """``numba.njit(cache=True, **options)``, with the on-disk cache also keyed on the sources
-    of dynamics.py, plasticity.py, rng.py and the engine's ``_numba_*`` modules (Numba by
+    of dynamics.py, plasticity.py, feedback.py, rng.py and the engine's ``_numba_*`` modules (Numba by
     itself checks only the kernel's file, so an edited equation would otherwise keep running
     from a stale cache). Falls back to Numba's own cache if its internals differ from those of
     Numba 0.58-0.68."""
@@ -312,21 +313,90 @@ def rule_index(name: str) -> int:
     return list(plasticity.HIDDEN_RULES).index(plasticity.hidden_rule(name).name)
 
 
-def _compile_dispatch(rules: dict):
-    """``hidden_error(index, *args)``: rule number ``index`` of ``rules`` applied to the
-    rules' common arguments, an if-chain generated from the registry's order (a compiled
-    kernel cannot take the rule as a function argument and still be cached on disk)."""
-    params = ", ".join(inspect.signature(plasticity.rule_local).parameters)
-    env = {f"rule_{i}": jit_from(rule.error, **RULE_CALLEES)
-           for i, rule in enumerate(rules.values())}
-    lines = [f"def hidden_error(index, {params}):"]
-    for i in range(len(rules) - 1):
-        lines += [f"    if index == {i}:", f"        return rule_{i}({params})"]
-    lines.append(f"    return rule_{len(rules) - 1}({params})")
-    exec(compile("\n".join(lines), "<plasticity.HIDDEN_RULES dispatch>", "exec"), env)
-    fn = env["hidden_error"]
-    fn.__doc__ = "The hidden error of rule ``index`` of plasticity.HIDDEN_RULES (generated)."
+def _compile_dispatch(name: str, params: str, fns: list, doc: str):
+    """``name(index, params)``: function number ``index`` of ``fns`` applied to the common
+    arguments ``params``, an if-chain generated from a registry's order (a compiled kernel
+    cannot take the function as an argument and still be cached on disk)."""
+    env = {f"fn_{i}": fn for i, fn in enumerate(fns)}
+    lines = [f"def {name}(index, {params}):"]
+    for i in range(len(fns) - 1):
+        lines += [f"    if index == {i}:", f"        return fn_{i}({params})"]
+    lines.append(f"    return fn_{len(fns) - 1}({params})")
+    exec(compile("\n".join(lines), f"<{doc} dispatch>", "exec"), env)
+    fn = env[name]
+    fn.__doc__ = f"Function ``index`` of {doc} (generated)."
     return numba.njit(cache=False, **JIT_OPTIONS)(fn)
 
 
-hidden_error = _compile_dispatch(plasticity.HIDDEN_RULES)
+hidden_error = _compile_dispatch(
+    "hidden_error", ", ".join(inspect.signature(plasticity.rule_local).parameters),
+    [jit_from(rule.error, **RULE_CALLEES) for rule in plasticity.HIDDEN_RULES.values()],
+    "plasticity.HIDDEN_RULES")
+"""The hidden error of rule ``index`` (:func:`rule_index`) of plasticity.HIDDEN_RULES."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback variants (feedback.FEEDBACK_VARIANTS), one compiled dispatch
+#
+# The engine holds W[m] as ``W[m].T`` (n_{m-1} x n_m) and a feedback matrix Y as ``Y.T``
+# (n_src x n): the helpers below take and return arrays in that layout, so the variants of
+# feedback.py run on it unchanged. Loops, not BLAS products, to the bit as before.
+
+
+@numba.njit(**JIT_OPTIONS)
+def fb_transposed(WT):
+    """``feedback.transposed`` in the layout: ``Y = W.T`` is stored as ``Y.T = W``, the
+    transpose of the stored ``WT``."""
+    n, n_up = WT.shape
+    out = np.empty((n_up, n))
+    for j in range(n_up):
+        for i in range(n):
+            out[j, i] = WT[i, j]
+    return out
+
+
+@numba.njit(**JIT_OPTIONS)
+def fb_transpose_matmul(WT, YT_up):
+    """``feedback.transpose_matmul`` in the layout: ``Y[i, j] = W[:, i] . Y_up[:, j]``, i.e.
+    row i of the stored ``WT`` dotted with row j of the stored ``Y_up.T``."""
+    n, ns = WT.shape[0], YT_up.shape[0]
+    out = np.empty((ns, n))
+    for j in range(ns):
+        for i in range(n):
+            out[j, i] = np.dot(WT[i], YT_up[j])
+    return out
+
+
+@numba.njit(**JIT_OPTIONS)
+def fb_add_normals(YT, sd, key, layer):
+    """``feedback.add_normals`` in the layout: draw ``i * ns + j`` of
+    ``rng.layer_normals(key, 0, layer, Y.size)`` (Y's row-major order) goes to ``Y[i, j]``,
+    stored at ``YT[j, i]``."""
+    ns, n = YT.shape
+    out = YT.copy()
+    for i in range(n):
+        for j in range(ns):
+            out[j, i] += sd * layer_normal(key, 0, layer, i * ns + j)
+    return out
+
+
+fb_symmetric = jit_from(feedback.symmetric, transposed=fb_transposed,
+                        transpose_matmul=fb_transpose_matmul)
+
+FEEDBACK_CALLEES = dict(transposed=fb_transposed, transpose_matmul=fb_transpose_matmul,
+                        add_normals=fb_add_normals, symmetric=fb_symmetric)
+"""What a feedback variant of feedback.py may call, compiled for the engine's layout."""
+
+
+def feedback_index(name: str) -> int:
+    """The position of variant ``name`` in ``feedback.FEEDBACK_VARIANTS``: the compiled
+    dispatch's code for it (``Cfg.feedback``), internal to this engine."""
+    return list(feedback.FEEDBACK_VARIANTS).index(feedback.feedback_variant(name).name)
+
+
+refresh_variant = _compile_dispatch(
+    "refresh_variant", ", ".join(inspect.signature(feedback.feedback_random).parameters),
+    [jit_from(v.refresh, **FEEDBACK_CALLEES) for v in feedback.FEEDBACK_VARIANTS.values()],
+    "feedback.FEEDBACK_VARIANTS")
+"""The new feedback matrices (in the layout) of variant ``index`` (:func:`feedback_index`)
+of feedback.FEEDBACK_VARIANTS."""

@@ -15,9 +15,6 @@ import numpy as np
 from numba import prange
 
 from segdend.engines._numba_layout import (  # noqa: F401 - the engine's names for the layout
-    NOISY,
-    RANDOM,
-    SYMMETRIC,
     Cfg,
     Net,
     Summary,

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from segdend import dynamics as dyn
-from segdend import plasticity, rng
+from segdend import feedback, plasticity, rng
 from segdend.config import RunConfig
 from segdend.engines import _torch_ops as ops
 from segdend.engines import _torch_rng as trng
@@ -155,6 +155,8 @@ class Core:
         self.stepwise = m.g_A != 0
         self.rule = plasticity.hidden_rule(config.training.learning_rule)
         self.rule_error = ops.hidden_rule_error(self.rule.name)
+        self.feedback = feedback.feedback_variant(m.feedback)
+        self.feedback_refresh = ops.feedback_refresh(self.feedback.name)
         self.fb_key = "phi" if m.feedback_signal == "rates" else "s"
         # Affine coefficients of the soma updates, read off dynamics.py's own step functions
         # (they are affine in V and V_b): V(t) = a V(t-1) + c V_b(t) (+ k).
@@ -523,25 +525,15 @@ class Core:
         return errors, errors_bp
 
     def refresh_feedback(self, P: TParams, noise_keys: torch.Tensor) -> None:
-        """:func:`segdend.network.symmetric_feedback` for S members, written into ``P.Y``
-        (MODEL.md 7); noisy symmetric adds ``sd * rng.layer_normals(noise_key, 0, m+1, size)``."""
-        model = self.model
-        if model.feedback == "random" or self.n_hidden == 0:
+        """ReferenceEngine.refresh_feedback for S members: the variant's own function
+        (``feedback.FEEDBACK_VARIANTS``) on tensors, written into ``P.Y`` (MODEL.md 7);
+        ``noise_keys`` (S,) int64."""
+        if not self.feedback.derived:
             return
-        n_hidden = self.n_hidden
-        Y: list[torch.Tensor] = [None] * n_hidden
-        for m in range(n_hidden - 1, -1, -1):
-            if model.feedback_wiring == "broadcast" and m < n_hidden - 1:
-                Y[m] = P.W[m + 1].transpose(1, 2) @ Y[m + 1]
-            else:
-                Y[m] = P.W[m + 1].transpose(1, 2)
-        for m in range(n_hidden):
-            y = Y[m]
-            if model.feedback == "noisy_symmetric":
-                S, a, b = P.Y[m].shape
-                noise = trng.layer_normals(noise_keys, 0, m + 1, a * b).view(S, a, b)
-                y = y + model.feedback_noise_sd * noise.to(self.dtype)
-            P.Y[m].copy_(y)
+        Y = self.feedback_refresh(P.W, P.Y, self.model.feedback_wiring == "broadcast",
+                                  noise_keys, self.model.feedback_noise_sd)
+        for y, new in zip(P.Y, Y, strict=True):
+            y.copy_(new)
 
     def train_members(self, params_list: list[Params], states: list[State],
                       batches: list[TrainBatch], eta: np.ndarray, eta_fb: np.ndarray | None,

@@ -9,10 +9,10 @@ the same order of operations. ``tests/engines/test_torch_engine.py`` checks ever
 against its NumPy original. Sigmoids use ``torch.sigmoid``, which computes the same
 ``1 / (1 + exp(-x))`` as :func:`segdend.dynamics.sigmoid` to within an ulp or two.
 
-The errors of :mod:`segdend.plasticity` (output, hidden rules, feedback learning) are that
-module's own functions with tensor helpers bound (:func:`segdend.plasticity.rebind`): no
-restatement. All errors and losses take a leading member dimension: vectors are (S, n),
-matrices (S, n, m).
+The errors of :mod:`segdend.plasticity` (output, hidden rules, feedback learning) and the
+feedback variants of :mod:`segdend.feedback` are those modules' own functions with tensor
+helpers bound (:func:`segdend.plasticity.rebind`): no restatement. All errors and losses
+take a leading member dimension: vectors are (S, n), matrices (S, n, m).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from segdend import dynamics as dyn
-from segdend import plasticity
+from segdend import feedback, plasticity
+from segdend.engines import _torch_rng as trng
 from segdend.plasticity import rebind
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +130,43 @@ RULE_CALLEES = dict(sigmoid=sigmoid, sigmoid_prime=sigmoid_prime, matvec=matvec,
 def hidden_rule_error(name: str):
     """The error function of rule ``name`` of ``plasticity.HIDDEN_RULES``, on tensors."""
     return rebind(plasticity.hidden_rule(name).error, **RULE_CALLEES)
+
+
+# ---------------------------------------------------------------------------------------------
+# feedback.py on tensors (batched over members): its variants, with tensor helpers bound
+
+
+def fb_transposed(W: torch.Tensor) -> torch.Tensor:
+    """:func:`segdend.feedback.transposed` per member: (S, n, m) -> (S, m, n), a view (the
+    engine copies the result into its feedback matrices)."""
+    return W.transpose(1, 2)
+
+
+def fb_transpose_matmul(W: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """:func:`segdend.feedback.transpose_matmul` per member: ``W.T @ Y``."""
+    return W.transpose(1, 2) @ Y
+
+
+def fb_add_normals(Y: torch.Tensor, sd: float, keys: torch.Tensor, layer: int) -> torch.Tensor:
+    """:func:`segdend.feedback.add_normals` per member, ``keys`` (S,) int64: each member's
+    ``rng.layer_normals(key, 0, layer, Y.size)`` in its matrix's row-major order."""
+    S, a, b = Y.shape
+    noise = trng.layer_normals(keys, 0, layer, a * b).view(S, a, b)
+    return Y + sd * noise.to(Y.dtype)
+
+
+fb_symmetric = rebind(feedback.symmetric, transposed=fb_transposed,
+                      transpose_matmul=fb_transpose_matmul)
+
+FEEDBACK_CALLEES = dict(transposed=fb_transposed, transpose_matmul=fb_transpose_matmul,
+                        add_normals=fb_add_normals, symmetric=fb_symmetric)
+"""What a feedback variant of feedback.py may call, on tensors with a leading member axis."""
+
+
+def feedback_refresh(name: str):
+    """The refresh function of variant ``name`` of ``feedback.FEEDBACK_VARIANTS``, on
+    tensors."""
+    return rebind(feedback.feedback_variant(name).refresh, **FEEDBACK_CALLEES)
 
 
 def outer(e: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

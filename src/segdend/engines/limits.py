@@ -2,16 +2,18 @@
 
 Every engine's ``unsupported_reason(config) -> str | None`` (the declared contract,
 :data:`segdend.engines.registry.ENGINES`, points at these): None when the engine can run
-``config``, else a sentence saying why not. They need only the config and the random
-streams' field widths (:mod:`segdend.rng`), so choosing an engine loads neither numba nor
-torch; the torch engine's check imports torch only for a CUDA device. The engine modules
-re-export their function as ``unsupported_reason`` and refuse such a config when built.
+``config``, else a sentence saying why not. They need only the config, the random streams'
+field widths (:mod:`segdend.rng`) and which feedback variants draw (:mod:`segdend.feedback`),
+so choosing an engine loads neither numba nor torch; the torch engine's check imports torch
+only for a CUDA device. The engine modules re-export their function as
+``unsupported_reason`` and refuse such a config when built.
 """
 
 from __future__ import annotations
 
 from segdend import rng
 from segdend.config import RunConfig
+from segdend.feedback import FEEDBACK_VARIANTS
 
 
 def reference_unsupported_reason(config: RunConfig) -> str | None:
@@ -31,7 +33,8 @@ def numba_unsupported_reason(config: RunConfig) -> str | None:
                 f"({rng.MAX_LAYERS - 1} layers at most)")
     if max(sizes) > rng.MAX_UNITS:
         return f"a layer of {max(sizes)} units exceeds the random streams' unit field"
-    if model.feedback == "noisy_symmetric":
+    variant = FEEDBACK_VARIANTS.get(model.feedback)
+    if variant is not None and variant.draws:
         for m in range(model.n_hidden_layers):
             source = sizes[-1] if model.feedback_wiring == "broadcast" else sizes[m + 2]
             if sizes[m + 1] * source > rng.MAX_UNITS:

@@ -21,17 +21,15 @@ import numba
 import numpy as np
 
 from segdend import dynamics as dyn
-from segdend import plasticity
+from segdend import feedback, plasticity
 from segdend.config import RunConfig
 from segdend.engines import _numba_learn as learn
 from segdend.engines import _numba_sim as sim
-from segdend.engines._numba_prims import rule_index
+from segdend.engines._numba_prims import feedback_index, rule_index
 from segdend.engines.base import State, TestResult, TrainBatch, TrainResult, cleared_state
 from segdend.engines.limits import numba_unsupported_reason as unsupported_reason
 from segdend.errors import SegdendError
 from segdend.network import Params, check_shapes
-
-_FEEDBACK = {"random": sim.RANDOM, "symmetric": sim.SYMMETRIC, "noisy_symmetric": sim.NOISY}
 
 
 class NumbaEngine:
@@ -107,9 +105,10 @@ class NumbaEngine:
             fb_learning=bool(tr.feedback_learning),
             eta=np.array(tr.eta, dtype=np.float64),
             eta_fb=np.array(eta_fb, dtype=np.float64).reshape(-1),
-            feedback_mode=_FEEDBACK[model.feedback], noise_sd=float(model.feedback_noise_sd),
+            feedback=feedback_index(model.feedback), noise_sd=float(model.feedback_noise_sd),
             rule_draws=self.rule.draws, rule_needs_bp=self.rule.needs_bp,
             burst_scale=float(tr.burst_scale),
+            feedback_derived=feedback.feedback_variant(model.feedback).derived,
         )
 
     # -- parameters and state in the kernels' layout --------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from segdend import dynamics as dyn
-from segdend import plasticity, rng
+from segdend import feedback, plasticity, rng
 from segdend.config import RunConfig
 from segdend.engines.base import (
     PhaseSummary,
@@ -26,7 +26,7 @@ from segdend.engines.base import (
     TrainResult,
     cleared_state,
 )
-from segdend.network import Params, symmetric_feedback
+from segdend.network import Params
 
 # (phase, step, layer, rates) -> spike counts; layer 0 is the input layer.
 SpikeSource = Callable[[int, int, int, np.ndarray], np.ndarray]
@@ -55,6 +55,7 @@ class ReferenceEngine:
         self.sizes = (self.model.n_inputs, *self.model.layers)
         self.top = len(self.model.layers)  # index of the output layer in `sizes`
         self.rule = plasticity.hidden_rule(config.training.learning_rule)
+        self.feedback = feedback.feedback_variant(config.model.feedback)
 
     def new_state(self) -> State:
         return cleared_state(self.sizes, self.model.kernel_taps)
@@ -216,15 +217,13 @@ class ReferenceEngine:
         return fwd, tgt, errors, errors_bp
 
     def refresh_feedback(self, params: Params, noise_key: np.uint64) -> None:
-        """Re-symmetrise the feedback weights after an update (MODEL.md 7)."""
-        if self.model.feedback == "random":
+        """The feedback variant's refresh after an update (``feedback.FEEDBACK_VARIANTS``,
+        MODEL.md 7), as written."""
+        if not self.feedback.derived:
             return
-        noise = None
-        if self.model.feedback == "noisy_symmetric":
-            noise = [self.model.feedback_noise_sd
-                     * rng.layer_normals(noise_key, 0, m + 1, y.size).reshape(y.shape)
-                     for m, y in enumerate(params.Y)]
-        params.Y[:] = symmetric_feedback(self.model, params.W, noise)
+        params.Y[:] = self.feedback.refresh(params.W, params.Y,
+                                            self.model.feedback_wiring == "broadcast",
+                                            noise_key, self.model.feedback_noise_sd)
 
     def train(self, params: Params, state: State, batch: TrainBatch,
               record: tuple[str, ...] = ()) -> TrainResult:
