@@ -791,19 +791,14 @@ def run_config(config: RunConfig, *, resume: bool = False, progress: bool = Fals
 
     Everything is checked before the run directory changes: the config and its sizes, the
     output location (created, writable, not in use by another process: it is locked for
-    the whole run), the data, and for ``resume`` the saved config and checkpoint. An old run
-    replaced with ``output.overwrite`` is removed only then, when the new one starts. Ctrl-C
+    the whole run), what the directory holds (:func:`segdend.rundir.run_state`: ``start`` a
+    new run, or for ``resume`` the run there), the data, and the checkpoint. An old run that
+    is replaced (with ``output.overwrite``, or one that never trained) is removed only then,
+    when the new one starts. Ctrl-C
     or SIGTERM during start-up stops at once (:class:`TrainingInterrupted` with ``started``
     False); during training, at the end of the current chunk with a checkpoint.
     """
-    from segdend.rundir import (
-        claim,
-        clear_run,
-        default_run_dir,
-        load_run_config,
-        prepare,
-        write_run_info,
-    )
+    from segdend.rundir import Outcome, claim, clear_run, default_run_dir, run_state, write_run_info
 
     check_memory(config.model)
     emit = log or (lambda s: None)
@@ -814,24 +809,18 @@ def run_config(config: RunConfig, *, resume: bool = False, progress: bool = Fals
         raise TrainingInterrupted(run_dir, signum, saved=False, started=started)
 
     with handle_stop_signals(startup_stop), claim(run_dir):
-        replace = prepare(run_dir, resume=resume, overwrite=config.output.overwrite)
-        if resume:
-            saved = load_run_config(run_dir)
-            if config_fingerprint(saved.to_json()) != config_fingerprint(config.to_json()):
-                raise SegdendError(
-                    f"{run_dir} was started with a different config; resume it with "
-                    f"`segdend train --resume {run_dir}` and no other model/training options"
-                )
+        state = run_state(run_dir, config, intent="resume" if resume else "start",
+                          overwrite=config.output.overwrite).check()
         if data is None:
             data = load_dataset(config, log=emit)
         check_data(config, data)
         trainer = Trainer(config, data, run_dir, log=emit, progress=progress, console=console)
         latest = run_dir / "checkpoints" / "latest.safetensors"
-        if resume and latest.is_file():
+        if state.resumes and latest.is_file():
             trainer.restore(latest)
-        elif resume:
+        elif state.resumes:
             trainer.log("no checkpoint yet; starting from the beginning")
-        if replace:
+        if state.outcome is Outcome.REPLACE:
             clear_run(run_dir)
         write_run_info(run_dir, config, trainer.engine.name, "running",
                        {"data_source": data.source, "train_examples": trainer.n_train})

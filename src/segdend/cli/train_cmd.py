@@ -58,8 +58,10 @@ def train(
             raise SegdendError("--resume continues a run with its own config.json; only --epochs, "
                                "--data-dir, --engine, --device and --test-examples may be given")
         from segdend.config import apply_overrides, config_from_dict
-        from segdend.rundir import load_run_config
+        from segdend.rundir import load_run_config, run_state
 
+        if not (resume / "config.json").is_file():  # no run, not a run, or a damaged one
+            run_state(resume, build_config(DEFAULT_PRESET), intent="resume").check()
         saved = load_run_config(resume).model_dump(mode="json")
         shortcuts.update({"output.out": str(resume), "output.overwrite": None})
         data = apply_overrides(saved, [f"{k}={json.dumps(v)}" for k, v in shortcuts.items()

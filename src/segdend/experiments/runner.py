@@ -8,9 +8,12 @@ Layout of the output directory (default ``runs/reproduce/ID``)::
     summary.csv            one row per condition (see segdend.experiments.summary.SUMMARY_COLUMNS)
     ID.png, ID.pdf         the figure
 
-Runs are trained one after the other. A run that already finished is skipped and an
+Runs are trained one after the other. What each run directory needs is decided by
+:func:`segdend.rundir.run_state` (intent ``continue``, the rules of ``segdend sweep`` too): a
+run that already finished is skipped, one finished after fewer epochs is extended, an
 unfinished one is resumed from its last checkpoint (so an interrupted reproduction continues
-where it stopped); a run directory holding a different config is refused.
+where it stopped), one that diverged is skipped, one that never trained is started again; a
+run directory holding a different config is refused, before anything is trained.
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from segdend.checkpoint import atomic_write_text, config_fingerprint
+from segdend.checkpoint import atomic_write_text
 from segdend.config import RunConfig
 from segdend.errors import DivergenceError, SegdendError
 from segdend.experiments.base import PAPER_TEST_EXAMPLES, Experiment
 from segdend.experiments.runs import n_test_of, n_train_of, remember_dataset
-from segdend.rundir import load_run_config, read_run_info
-from segdend.runfiles import read_csv
+from segdend.rundir import Outcome, RunState, load_run_config, run_state
 
 MIN_STEP = 100  # examples between snapshots of a stepped run, at least
 
@@ -135,8 +137,7 @@ def reproduce(exp: Experiment, *, out: Path | None = None, seeds: int = 1,
                      test_repeats=test_repeats, overrides=overrides)
     if mode == "rate" and exp.spiking_only:
         log(f"note: {exp.id} in rate mode: {exp.spiking_only}")
-    for run in runs:  # refuse before anything is written or trained
-        _check_existing(run)
+    states = [_run_state(run) for run in runs]  # refuse before anything is written or trained
     first = runs[0].config
     if data is None:
         data = load_dataset(first, log=log)
@@ -145,10 +146,10 @@ def reproduce(exp: Experiment, *, out: Path | None = None, seeds: int = 1,
     manifest = _manifest(exp, runs, out, n_train, n_test, overrides)
     manifest["note"] = shortened_note(exp, first, n_train, n_test)
     _write_json(out / "experiment.json", manifest)
-    for i, run in enumerate(runs, start=1):
+    for i, (run, state) in enumerate(zip(runs, states, strict=True), start=1):
         log(f"[{exp.id} {i}/{len(runs)}] {run.condition}, seed {run.config.training.seed}: "
             f"{run.run_dir}" + (f" ({run.note})" if run.note else ""))
-        _run_one(exp, run, data, log, progress)
+        _run_one(exp, run, state, data, log, progress)
     run_dirs = {c: [r.run_dir for r in runs if r.condition == c] for c in exp.conditions}
     results = finish(exp, out, run_dirs, manifest)
     figures = [out / f"{exp.id}.png", out / f"{exp.id}.pdf"]
@@ -196,43 +197,35 @@ def reanalyse(out: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_one(exp: Experiment, run: PlannedRun, data, log, progress: bool) -> None:
+def _run_one(exp: Experiment, run: PlannedRun, state: RunState, data, log,
+             progress: bool) -> None:
     from segdend.train import run_config
 
     cfg, run_dir = run.config, run.run_dir
-    info = _check_existing(run)
-    resume = False
-    if info is not None:
-        done = len(read_csv(run_dir / "metrics.csv"))
-        if info.get("status") == "diverged":
-            log(f"  skipped: the run diverged earlier (see {run_dir / 'log.txt'})")
-            return
-        if info.get("status") == "finished" and done >= cfg.training.epochs:
-            log(f"  skipped: already finished ({done} epochs)")
-            return
-        resume = True
-        log(f"  resuming ({info.get('status')}, {done} epochs done)")
+    done = state.epochs_done
+    if state.outcome is Outcome.DIVERGED:
+        log(f"  skipped: the run diverged earlier (see {run_dir / 'log.txt'})")
+        return
+    if state.outcome is Outcome.FINISHED:
+        log(f"  skipped: already finished ({done} epochs)")
+        return
+    if state.outcome is Outcome.RESUME:
+        log(f"  resuming ({state.status}, {done} epochs done)")
+    elif state.reason:
+        log(f"  {state.reason}")
     try:
         if exp.snapshots and exp.snapshot_fn is not None:
-            _run_in_steps(exp, cfg, run_dir, data, resume, log)
+            _run_in_steps(exp, cfg, run_dir, data, state.resumes, log)
         else:
-            run_config(cfg, resume=resume, data=data, log=_indent(log), progress=progress)
+            run_config(cfg, resume=state.resumes, data=data, log=_indent(log), progress=progress)
     except DivergenceError as err:
         log(f"  diverged: {err}")
 
 
-def _check_existing(run: PlannedRun) -> dict[str, Any] | None:
-    """The run.json of a run directory that may be reused (None when there is no run yet);
-    raises when it holds a run of another config."""
-    info = read_run_info(run.run_dir)
-    if info is not None:
-        saved = load_run_config(run.run_dir)
-        if config_fingerprint(saved.to_json()) != config_fingerprint(run.config.to_json()):
-            raise SegdendError(
-                f"{run.run_dir} holds a run of a different config than this reproduction asks "
-                "for (other examples, mode or options); use another --out or remove that "
-                "directory")
-    return info
+def _run_state(run: PlannedRun) -> RunState:
+    """What a planned run's directory needs (:func:`segdend.rundir.run_state`); raises when
+    it cannot be reused (a run of another config, files that are not a run, ...)."""
+    return run_state(run.run_dir, run.config, asker="the reproduction").check()
 
 
 def _run_in_steps(exp: Experiment, cfg: RunConfig, run_dir: Path, data, resume: bool,

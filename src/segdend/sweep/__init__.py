@@ -46,7 +46,13 @@ from segdend.sweep.grid import condition_label, parse_grid, safe_name, split_top
 from segdend.sweep.monitor import RunOutcome as RunOutcome
 from segdend.sweep.plan import Condition, RunSpec, SweepPlan, describe_plan, plan_sweep
 from segdend.sweep.run import SweepResult, run_sweep
-from segdend.sweep.state import checkpoint_position, final_test_error, run_state
+from segdend.sweep.state import (
+    SWEEP_STATES,
+    checkpoint_position,
+    final_test_error,
+    run_lifecycle,
+    run_state,
+)
 from segdend.sweep.target import BaseCondition, Target, resolve_target
 from segdend.sweep.worker import THREAD_ENV as THREAD_ENV
 from segdend.sweep.worker import DataFactory as DataFactory
@@ -54,6 +60,7 @@ from segdend.sweep.worker import execute_run, limit_threads, run_lock
 from segdend.sweep.worker import log_ as log_
 
 __all__ = [
+    "SWEEP_STATES",
     "BaseCondition",
     "Condition",
     "RunSpec",
@@ -71,6 +78,7 @@ __all__ = [
     "parse_grid",
     "plan_sweep",
     "resolve_target",
+    "run_lifecycle",
     "run_lock",
     "run_state",
     "run_sweep",

@@ -132,10 +132,6 @@ def _execute_locked(config: RunConfig, run_dir: Path, data_factory: DataFactory 
         status = "finished" if action == "finished" else "diverged"
         return {**record, "action": "skipped", "status": status, "detail": why,
                 "test_error": final_test_error(run_dir, config.training.epochs)}
-    if action == "new" and run_dir.is_dir():
-        for p in run_dir.iterdir():
-            if p.is_file():
-                p.unlink()  # only start debris (run_state checked)
     at = checkpoint_position(run_dir) if action == "resume" else None
     _event(topic, {"kind": "started", "run": label, "action": action, "at": at,
                    "detail": why, "pid": os.getpid()})
