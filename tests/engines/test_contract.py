@@ -108,10 +108,19 @@ def test_an_undeclared_recording_is_left_out_and_the_planner_refuses(name, recor
 def test_engine_records_is_the_declaration(name):
     config = make_config(name)
     assert engine_records(config) == set(ENGINES[name].records)
-    # what is asked for in output.record does not change what the engine provides
+    # a config asking for a recording its engine does not make is refused before training
+    # (it would otherwise train and silently lack it); auto picks an engine that makes it
     asked = config.model_copy(update={"output": config.output.model_copy(
         update={"record": RECORD_NAMES})})
-    assert engine_records(asked) == set(ENGINES[name].records)
+    if set(RECORD_NAMES) <= set(ENGINES[name].records):
+        assert engine_records(asked) == set(ENGINES[name].records)
+    else:
+        with pytest.raises(SegdendError, match=f"engine {name} does not record .*"
+                                               "use training.engine=reference or numba"):
+            get_engine(asked)
+    auto = asked.model_copy(update={"training": asked.training.model_copy(
+        update={"engine": "auto"})})
+    assert set(RECORD_NAMES) <= engine_records(auto)
 
 
 def test_a_mode_an_engine_does_not_declare_is_unsupported(monkeypatch):

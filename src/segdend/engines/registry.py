@@ -65,6 +65,11 @@ def unsupported_reason(config: RunConfig, name: str) -> str | None:
         return f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}"
     if config.model.mode not in info.modes:
         return f"it runs model.mode {' or '.join(info.modes)} only"
+    missing = [r for r in config.output.record if r not in info.records]
+    if missing:  # never train a run that silently lacks a recording it asked for
+        makers = [n for n, i in ENGINES.items() if all(r in i.records for r in missing)]
+        return (f"engine {name} does not record {', '.join(missing)} (output.record); "
+                f"use training.engine={' or '.join(makers) or 'auto'}")
     return info.unsupported_reason(config)
 
 
