@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -129,15 +130,26 @@ def write_prefix_checks(exp_id: str, planned, results: Path, dest: Path) -> None
                 continue
             theirs = list(csv.DictReader(open(other / "metrics.csv")))[:len(mine)]
             cols = [c for c in (mine[0] if mine else {}) if c != "seconds"]
-            same = len(theirs) == len(mine) and all(
-                a[c] == b[c] for a, b in zip(mine, theirs, strict=True) for c in cols)
+            differ, worst = [], 0.0
+            for a, b in zip(mine, theirs, strict=False):
+                for c in cols:
+                    if a[c] != b[c]:
+                        differ.append(f"{c}@{a['epoch']}")
+                        x, y = float(a[c] or "nan"), float(b[c] or "nan")
+                        worst = max(worst, abs(x - y) / max(abs(x), abs(y), 1e-300))
+            same = len(theirs) == len(mine) and not differ
+            info_a, info_b = (json.loads((d / "run.json").read_text())
+                              for d in (r.run_dir, other))
             rows.append({"run": f"{r.condition}/{r.run_dir.name}",
                          "committed_run": str(other.relative_to(results)),
                          "epochs_compared": len(mine), "columns": " ".join(cols),
-                         "identical": same})
+                         "identical": same, "differing": " ".join(differ),
+                         "max_relative_difference": f"{worst:.3g}" if differ else "",
+                         "revision": info_a.get("git_revision", ""),
+                         "committed_revision": info_b.get("git_revision", "")})
             if not same:
                 print(f"warning: {r.run_dir} differs from the first {len(mine)} epochs of "
-                      f"{other}", flush=True)
+                      f"{other} in {', '.join(differ) or 'length'}", flush=True)
             break
     if rows:
         with open(dest / "determinism.csv", "w", newline="") as f:
