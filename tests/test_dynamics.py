@@ -104,7 +104,7 @@ def test_update_formulas_by_hand():
     e = pl.hidden_error_local(alpha_t, alpha_f, vbar, phi_max, k_B)
     assert e[0] == pytest.approx(-0.1 * 0.8 * 0.2 * 0.25)
     W, b = np.ones((1, 2)), np.zeros(1)
-    pl.apply_update(W, b, e, np.array([0.1, 0.0]), 0.21, 100.0)
+    pl.apply_update(W, b, e, np.array([0.1, 0.0]), 0.21 * 100.0)
     np.testing.assert_allclose(W, [[1 - 0.21 * 100 * e[0] * 0.1, 1.0]])
     assert b[0] == pytest.approx(-0.21 * 100 * e[0])
     assert pl.output_loss(phibar_t, ubar, phi_max) == pytest.approx(np.sum((phibar_t - .2 * s)**2))

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from segdend import rng
 from segdend.errors import SegdendError
 
 
@@ -110,9 +111,9 @@ class ModelConfig(_Section):
             raise ValueError(f"feedback_sparsity must be in [0, 1); got {self.feedback_sparsity}")
         if self.feedback_sparse_gain is not None:
             _finite("feedback_sparse_gain", self.feedback_sparse_gain, positive=True)
-        if self.n_hidden_layers > 14 or max(self.layers) >= 1 << 24 or self.n_inputs >= 1 << 24:
-            raise ValueError("layers supports at most 15 layers of fewer than 2**24 units "
-                             "(the random-stream counters' layout)")
+        problem = rng.counter_problem(len(self.layers), max(self.n_inputs, *self.layers), 0)
+        if problem is not None:
+            raise ValueError(f"layers must fit the random streams: {problem}")
         if self.mode == "rate" and self.g_A != 0:
             raise ValueError(
                 "rate mode has no apical->soma coupling (somata at steady state); "

@@ -15,6 +15,7 @@ from segdend import rng
 from segdend.config import ModelConfig
 from segdend.dynamics import init_moments
 from segdend.errors import SegdendError
+from segdend.model import feedback_source
 
 
 @dataclass
@@ -56,8 +57,7 @@ class Params:
 
 def feedback_shape(model: ModelConfig, m: int) -> tuple[int, int]:
     """Shape of ``Y[m]`` for hidden layer m (MODEL.md 1: broadcast or layer-wise wiring)."""
-    source = model.layers[-1] if model.feedback_wiring == "broadcast" else model.layers[m + 1]
-    return model.layers[m], source
+    return model.layers[m], (model.n_inputs, *model.layers)[feedback_source(model, m)]
 
 
 def check_shapes(model: ModelConfig, params: Params) -> None:

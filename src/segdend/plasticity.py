@@ -1,7 +1,8 @@
 """Local losses and weight updates from phase summaries (MODEL.md sections 5 and 7).
 
 Pure functions of arrays and floats, shared by every engine. ``E`` vectors are the error
-terms; an update is ``W -= eta * P * outer(E, sbar_f)``, ``b -= eta * P * E``.
+terms; an update is ``W -= eta * P * outer(E, sbar_f)``, ``b -= eta * P * E`` (the
+coefficient ``eta * P`` of each layer is ``model.ModelDescription.eta_P``).
 
 **Hidden-layer learning rules** are the functions listed in :data:`HIDDEN_RULES`, all with the
 signature of :func:`rule_local` (a layer's phase summary and its context; each rule reads only
@@ -17,12 +18,16 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from segdend import rng
 from segdend.dynamics import poisson_from_uniform, sigmoid, sigmoid_prime
 from segdend.errors import SegdendError
+
+if TYPE_CHECKING:
+    from segdend.model import ModelDescription
 
 
 def rebind(fn, **callees):
@@ -144,10 +149,11 @@ def hidden_rule(name: str) -> Rule:
     return rule
 
 
-def apply_update(W, b, E, sbar_f, eta, P):
-    """In place: ``W -= eta P outer(E, sbar_f)``, ``b -= eta P E`` (MODEL.md 5)."""
-    W -= (eta * P) * np.outer(E, sbar_f)
-    b -= (eta * P) * E
+def apply_update(W, b, E, sbar_f, eta_P):
+    """In place: ``W -= eta P outer(E, sbar_f)``, ``b -= eta P E`` (MODEL.md 5); ``eta_P``
+    the layer's ``eta * P``."""
+    W -= eta_P * np.outer(E, sbar_f)
+    b -= eta_P * E
 
 
 def output_loss(phibar_t, ubar_f, phi_max):
@@ -162,25 +168,26 @@ def hidden_loss(alpha_t, alpha_f):
     return float(d @ d)
 
 
-def update_network(params, rule: str, wiring: str, c, eta, fwd, tgt, eta_feedback=None,
-                   burst_key=None, burst_scale: float = 1.0):
+def update_network(params, model: ModelDescription, fwd, tgt, burst_key=None):
     """Apply one example's updates top-down after its target phase (MODEL.md 5 and 7).
 
-    ``rule`` names a :data:`HIDDEN_RULES` entry; ``fwd`` and ``tgt`` are the forward- and
-    target-phase :class:`~segdend.engines.base.PhaseSummary`; ``burst_key`` the example's key
-    of the rule's draws (rules that draw). The hidden error of backprop uses the weights
+    ``model`` is the network's :class:`~segdend.model.ModelDescription` (its rule, wiring,
+    constants, ``eta_P``, ``eta_feedback`` (None: no feedback learning) and
+    ``burst_scale``); ``fwd`` and ``tgt`` are the forward- and target-phase
+    :class:`~segdend.engines.base.PhaseSummary`; ``burst_key`` the example's key of the
+    rule's draws (rules that draw). The hidden error of backprop uses the weights
     above *after* their update, as the published code does (it updates layers top-down in
     place). Returns the error vectors (bottom-up) and the backprop errors of the same example
     (for the angle analysis).
     """
-    hidden = hidden_rule(rule)
+    hidden, c, eta_P, eta_feedback = model.rule, model.constants, model.eta_P, model.eta_feedback
     n_layers = len(params.W)
     top = n_layers - 1
     errors: list[np.ndarray] = [np.empty(0)] * n_layers
     errors_bp: list[np.ndarray] = [np.empty(0)] * n_layers
     errors[top] = output_error(tgt.phibar[top], fwd.vbar[top], c.phi_max, c.k_D)
     errors_bp[top] = errors[top]
-    apply_update(params.W[top], params.b[top], errors[top], fwd.sbar[top], eta[top], c.P_out)
+    apply_update(params.W[top], params.b[top], errors[top], fwd.sbar[top], eta_P[top])
     for m in range(top - 1, -1, -1):
         W_up_T = params.W[m + 1].T
         errors_bp[m] = hidden_error_propagated(W_up_T, errors_bp[m + 1], fwd.vbar[m],
@@ -188,16 +195,16 @@ def update_network(params, rule: str, wiring: str, c, eta, fwd, tgt, eta_feedbac
         u_t = u_f = None
         if hidden.draws:
             if burst_key is None:
-                raise SegdendError(f"the {rule!r} learning rule draws random numbers: the "
+                raise SegdendError(f"the {hidden.name!r} learning rule draws random numbers: the "
                                    "batch needs burst_keys (train.make_batch makes them)")
             n = fwd.vbar[m].shape[0]
             u_f = rng.layer_uniforms(burst_key, 0, 0, m + 1, n)
             u_t = rng.layer_uniforms(burst_key, 1, 0, m + 1, n)
-        above = errors[top] if wiring == "broadcast" else errors[m + 1]
+        above = errors[top] if model.broadcast else errors[m + 1]
         errors[m] = hidden.error(tgt.alpha[m], fwd.alpha[m], fwd.vbar[m], params.Y[m], above,
                                  W_up_T, errors_bp[m + 1], u_t, u_f, c.phi_max, c.k_B,
-                                 burst_scale)
-        apply_update(params.W[m], params.b[m], errors[m], fwd.sbar[m], eta[m], c.P_hidden)
+                                 model.burst_scale)
+        apply_update(params.W[m], params.b[m], errors[m], fwd.sbar[m], eta_P[m])
         if eta_feedback is not None:
             e_inv = feedback_error(fwd.vbar[m], fwd.alpha[m], fwd.abar[m], c.phi_max)
             params.Y[m] -= eta_feedback[m] * np.outer(e_inv, fwd.sbar_fb[m]) * \

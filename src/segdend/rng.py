@@ -35,6 +35,23 @@ UNIT_BITS, LAYER_BITS, STEP_BITS = 24, 4, 22
 MAX_UNITS, MAX_LAYERS, MAX_STEPS = 1 << UNIT_BITS, 1 << LAYER_BITS, 1 << STEP_BITS
 
 
+def counter_problem(layers: int, units: int, steps: int) -> str | None:
+    """Why draws up to layer index ``layers`` (0 is the input), of ``units`` draws of one
+    layer in one step and in phases of ``steps`` steps do not fit a spike counter's fields,
+    or None when they fit: the one wording of the random streams' limits (the config's
+    checks, the engines' ``unsupported_reason``, the torch engine's counter tables)."""
+    if layers >= MAX_LAYERS:
+        return (f"{layers} layers exceed the random streams' layer field (at most "
+                f"{MAX_LAYERS - 1} layers above the input)")
+    if units > MAX_UNITS:
+        return (f"{units} draws of one layer in one step exceed the random streams' unit "
+                f"field (at most 2**{UNIT_BITS} = {MAX_UNITS})")
+    if steps > MAX_STEPS:
+        return (f"a phase of {steps} steps exceeds the random streams' step field (at most "
+                f"2**{STEP_BITS} = {MAX_STEPS} steps)")
+    return None
+
+
 def mix64(z):
     """SplitMix64 finaliser: a bijective avalanche of uint64 values (array or scalar)."""
     z = (z ^ (z >> _S30)) * _M1

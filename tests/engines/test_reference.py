@@ -52,7 +52,7 @@ def test_spiking_example_matches_golden_vectors(spiking_golden):
     np.testing.assert_allclose(fwd.alpha[0], g["alpha_f"], **close)
     np.testing.assert_allclose(tgt.alpha[0], g["alpha_t"], **close)
     np.testing.assert_allclose(tgt.phibar[1], g["phibar_out_target"], **close)
-    plasticity.update_network(p, "local", "broadcast", eng.c, cfg.training.eta, fwd, tgt)
+    plasticity.update_network(p, eng.desc, fwd, tgt)
     for name in ("W0", "b0", "W1", "b1"):
         got = (p.W if name[0] == "W" else p.b)[int(name[1])]
         np.testing.assert_allclose(got, g[f"{name}_after"], **close)

@@ -172,7 +172,7 @@ def test_twins_match_numpy_formulas():
     E, sbar = gen.normal(size=7), gen.random(5)
     ops.apply_update(Wt, bt, torch.as_tensor(E)[None], torch.as_tensor(sbar)[None],
                      torch.tensor([0.21 * 100]))
-    plasticity.apply_update(W, bias, E, sbar, 0.21, 100)
+    plasticity.apply_update(W, bias, E, sbar, 0.21 * 100)
     np.testing.assert_allclose(Wt[0].numpy(), W, **close)
     np.testing.assert_allclose(bt[0].numpy(), bias, **close)
     z = gen.normal(size=5000)
@@ -323,7 +323,8 @@ def test_float32_agrees_statistically(mode):
 # Populations
 
 
-@pytest.mark.parametrize("case", ["two_hidden", "g_A", "random_plateaus", "noisy_symmetric",
+@pytest.mark.parametrize("case", ["two_hidden", "g_A", "random_plateaus",
+                                  "spiking_feedback_noisy_symmetric_broadcast",
                                   "rate", "spiking_rule_burst"])
 def test_population_equals_separate_engines(case):
     base = case_config(case, (7, 5, 3))
@@ -385,8 +386,8 @@ def test_device_and_support_messages():
 @gpu
 @needs_cuda
 @pytest.mark.parametrize("case", ["two_hidden", "exact_kernel", "g_A", "random_plateaus",
-                                  "noisy_symmetric", "rate", "spiking_rule_burst",
-                                  "rate_rule_burst"])
+                                  "spiking_feedback_noisy_symmetric_broadcast", "rate",
+                                  "spiking_rule_burst", "rate_rule_burst"])
 def test_cuda_float64_matches_reference(case):
     config = case_config(case, (7, 5, 3))
     ref_side, eng_side = run_both(config, device="cuda")

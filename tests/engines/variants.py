@@ -4,7 +4,9 @@ helpers both equivalence tests use (``test_numba_engine.py``, ``test_torch_engin
 A variant is ``name -> (layers, sections)`` (``sections`` as for ``tiny_config``). The rule
 variants are generated from :data:`segdend.plasticity.HIDDEN_RULES`, in spiking and in rate
 mode, so a new learning rule is covered by every engine's equivalence test without an edit
-here. ``TORCH_SKIP`` names variants the torch engine does not run, each with its reason
+here; likewise the feedback variants from :data:`segdend.feedback.FEEDBACK_VARIANTS`, in
+spiking and rate mode with both wirings, so a new feedback variant is covered too.
+``TORCH_SKIP`` names variants the torch engine does not run, each with its reason
 (empty today).
 """
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from segdend import rng
 from segdend.engines.base import TrainBatch
+from segdend.feedback import FEEDBACK_VARIANTS
 from segdend.plasticity import HIDDEN_RULES
 
 N_IN = 30
@@ -40,10 +43,6 @@ BASE = {
                                            "model": {"feedback_wiring": "layerwise"}}),
     "feedback_learning": ((7, 5, 3), {"training": {"feedback_learning": True,
                                                    "eta_feedback": [0.1, 0.05]}}),
-    "symmetric": ((7, 5, 3), {"model": {"feedback": "symmetric"}}),
-    "noisy_symmetric": ((7, 5, 3), {"model": {"feedback": "noisy_symmetric"}}),
-    "noisy_symmetric_layerwise": ((7, 5, 3), {"model": {"feedback": "noisy_symmetric",
-                                                        "feedback_wiring": "layerwise"}}),
     "sparse_feedback": ((8, 3), {"model": {"feedback_sparsity": 0.5}}),
     "sparse_feedback_learning": ((7, 5, 3), {"model": {"feedback_sparsity": 0.5},
                                              "training": {"feedback_learning": True,
@@ -68,7 +67,15 @@ RULES = {
 }
 """Every rule of the registry, two hidden layers, in both modes."""
 
-VARIANTS = {**BASE, **RULES}
+FEEDBACK = {
+    f"{mode}_feedback_{name}_{wiring}": ((7, 5, 3), {"model": {
+        "mode": mode, "feedback": name, "feedback_wiring": wiring}})
+    for name in FEEDBACK_VARIANTS for mode in ("spiking", "rate")
+    for wiring in ("broadcast", "layerwise")
+}
+"""Every feedback variant of the registry, two hidden layers, in both modes and wirings."""
+
+VARIANTS = {**BASE, **RULES, **FEEDBACK}
 
 TORCH_SKIP: dict[str, str] = {}
 """Variants the torch engine is not tested on, with the reason."""

@@ -21,19 +21,24 @@ from segdend.engines._numba_prims import JIT_OPTIONS, cached_njit
 Cfg = namedtuple("Cfg", [
     "sizes", "noff", "woff", "yoff", "src", "is_source",
     "taps", "kappa", "exact", "recursive", "decay_L", "decay_s", "cut_L", "cut_s", "tau_gap",
-    "phi_max", "spike_floor", "dt", "g_L", "g_B", "g_A", "g_D", "E_E", "E_I", "k_B", "k_D",
-    "P_hidden", "P_out",
+    "phi_max", "spike_floor", "dt", "g_L", "g_B", "g_A", "segregated", "g_D", "E_E", "E_I",
+    "k_B", "k_D",
     "fb_rates", "random_plateau", "plateau_sd", "plateau_max", "integ_last",
-    "rule", "layerwise", "fb_learning", "eta", "eta_fb", "feedback", "noise_sd",
+    "rule", "layerwise", "fb_learning", "eta_P", "eta_fb", "feedback", "noise_sd",
 ])
-"""Constants of a config (built once by the engine). ``recursive``: the truncated kernel is
-``(decay_L**(k+1) - decay_s**(k+1)) / tau_gap`` and is summed by recursion, with
+"""Constants of a config, filled once by the engine from its ``model.ModelDescription``
+(``segregated``, ``eta_P``, ``src``, ``layerwise`` and the kernel's constants are the
+description's; the offsets and the kernel's recursion are this layout's). ``recursive``:
+the truncated kernel is ``(decay_L**(k+1) - decay_s**(k+1)) / tau_gap`` and is summed by
+recursion, with
 ``cut_L = decay_L**(taps+1)``; ``spike_floor`` is a little below ``exp(-phi_max)``: a uniform
 under it gives no spike at any rate; ``rule``: the hidden rule's position in
 ``plasticity.HIDDEN_RULES`` (``_numba_prims.rule_index``, the one place it is derived);
 ``feedback``: the feedback variant's position in ``feedback.FEEDBACK_VARIANTS``
 (``_numba_prims.feedback_index``); ``src[l]``: the layer feeding
-hidden layer l's apical dendrite."""
+hidden layer l's apical dendrite (the description's ``feedback_source[l - 1]``); ``eta_P[m]``
+the coefficient ``eta[m] * P`` of layer m's update; ``eta_fb`` the feedback learning rates
+(empty without feedback learning)."""
 
 Net = namedtuple("Net", ["v", "phi", "s", "trace_L", "trace_s", "hist", "ring", "ring_L",
                          "ring_s", "clock"])

@@ -85,13 +85,13 @@ def apical_means(c, YT, wk, nwin, abar, alpha):
 
 
 @numba.njit(**JIT_OPTIONS)
-def apply_update(c, WT, B, net, m, E, sbar, eta, P, fix_rings):
+def apply_update(c, WT, B, net, m, E, sbar, coef, fix_rings):
     """plasticity.apply_update on the transposed weights ``W[m].T``: ``W -= eta P outer(E,
-    sbar)`` (rows with ``sbar = 0`` are unchanged), ``b -= eta P E``; then the same rank-one
-    correction of the ring ``W @ S(t-k)`` of layer m+1 and of its sums."""
+    sbar)`` (rows with ``sbar = 0`` are unchanged), ``b -= eta P E`` with ``coef = eta P``
+    (``Cfg.eta_P[m]``); then the same rank-one correction of the ring ``W @ S(t-k)`` of
+    layer m+1 and of its sums."""
     n_in, n_out = c.sizes[m], c.sizes[m + 1]
     pre, post, w0 = c.noff[m], c.noff[m + 1], c.woff[m]
-    coef = eta * P
     sbar_m = sbar[pre:pre + n_in]
     w_m = WT[w0:w0 + n_in * n_out].reshape((n_in, n_out))
     for j in range(n_in):
@@ -144,7 +144,7 @@ def update_network(c, WT, B, YT, KT, net, sm, fix_rings, angle_parts, burst_key)
     top = sizes.size - 1
     tb, nt = noff[top], sizes[top]
     e_top = output_error(sm.phibar_t[tb:tb + nt], sm.vbar_f[tb:tb + nt], c.phi_max, c.k_D)
-    apply_update(c, WT, B, net, top - 1, e_top, sm.sbar_f, c.eta[top - 1], c.P_out, fix_rings)
+    apply_update(c, WT, B, net, top - 1, e_top, sm.sbar_f, c.eta_P[top - 1], fix_rings)
     e_bp_above = e_top
     e_above = e_top
     need_bp = c.rule_needs_bp or angle_parts.shape[0] > 0
@@ -170,7 +170,7 @@ def update_network(c, WT, B, YT, KT, net, sm, fix_rings, angle_parts, burst_key)
         e = hidden_error(c.rule, sm.alpha_t[base:base + n], sm.alpha_f[base:base + n], vbar,
                          y_l, e_above if c.layerwise else e_top, w_up_t, e_bp_above, u_t, u_f,
                          c.phi_max, c.k_B, c.burst_scale)
-        apply_update(c, WT, B, net, m, e, sm.sbar_f, c.eta[m], c.P_hidden, fix_rings)
+        apply_update(c, WT, B, net, m, e, sm.sbar_f, c.eta_P[m], fix_rings)
         if c.fb_learning:
             e_inv = feedback_error(vbar, sm.alpha_f[base:base + n], sm.abar_f[base:base + n],
                                    c.phi_max)

@@ -300,7 +300,7 @@ def run_phase(c, WT, B, YT, net, wk, key, phase, T, first, nwin, label, sum_v, s
     vb, va, uu, p0s, phc, ridx, didx = wk.vb, wk.va, wk.u, wk.p0, wk.phc, wk.ridx, wk.didx
     cand, spk, cnts = wk.cand, wk.spk, wk.cnt
     vacc, phacc, sacc, fbacc = wk.vacc, wk.phacc, wk.sacc, wk.fbacc
-    gA_on = c.g_A != 0.0
+    gA_on = not c.segregated
     vacc[:] = 0.0
     phacc[:] = 0.0
 

@@ -35,12 +35,13 @@ import numpy as np
 import torch
 
 from segdend import dynamics as dyn
-from segdend import feedback, plasticity, rng
+from segdend import plasticity, rng
 from segdend.config import RunConfig
 from segdend.engines import _torch_ops as ops
 from segdend.engines import _torch_rng as trng
-from segdend.engines.base import State, TestResult, TrainBatch, TrainResult
+from segdend.engines.base import PhaseSummary, State, TestResult, TrainBatch, TrainResult
 from segdend.errors import SegdendError
+from segdend.model import describe
 from segdend.network import Params
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -86,23 +87,14 @@ class TParams:
     keep: list[torch.Tensor] = field(default_factory=list)  # plasticity.feedback_keep, per Y
 
 
-@dataclass
-class Summary:
-    """:class:`~segdend.engines.base.PhaseSummary` of S members x B images, (S, B, n) each."""
-
-    vbar: list
-    sbar: list
-    phibar: list
-    abar: list
-    alpha: list
-    sbar_fb: list
-
-    def member_vectors(self) -> Summary:
-        """Drop the batch dimension (B = 1 in training): (S, n) vectors."""
-        def sq(xs):
-            return [None if x is None else x[:, 0] for x in xs]
-        return Summary(sq(self.vbar), sq(self.sbar), sq(self.phibar), sq(self.abar),
-                       sq(self.alpha), sq(self.sbar_fb))
+def member_vectors(summary: PhaseSummary) -> PhaseSummary:
+    """A phase summary of S members x B images ((S, B, n) tensors, the engines' one
+    :class:`~segdend.engines.base.PhaseSummary`) without its batch dimension (B = 1 in
+    training): (S, n) vectors."""
+    def sq(xs):
+        return [None if x is None else x[:, 0] for x in xs]
+    return PhaseSummary(sq(summary.vbar), sq(summary.sbar), sq(summary.phibar),
+                        sq(summary.abar), sq(summary.alpha), sq(summary.sbar_fb))
 
 
 class _Bound:
@@ -140,24 +132,25 @@ class Core:
     def __init__(self, config: RunConfig, device: torch.device, dtype: torch.dtype,
                  max_batch: int | None = None):
         self.config = config
-        self.model = m = config.model
+        self.model = config.model
         self.phases = config.phases
-        self.c = c = dyn.Constants.from_config(m)
-        self.sizes = (m.n_inputs, *m.layers)
-        self.top = len(m.layers)
-        self.n_hidden = self.top - 1
+        self.desc = desc = describe(config)
+        self.c = c = desc.constants
+        self.sizes = desc.sizes
+        self.top = desc.top
+        self.n_hidden = desc.n_hidden
         self.device, self.dtype = device, dtype
         self.max_batch = max_batch
-        self.taps = m.kernel_taps
+        self.taps = desc.taps
         self.filter = ops.TruncatedFilter(c.kappa)
         self.tables = trng.CounterTables(self.sizes, device)
         self.scan = ops.LinearScan()
-        self.stepwise = m.g_A != 0
-        self.rule = plasticity.hidden_rule(config.training.learning_rule)
+        self.stepwise = not desc.segregated
+        self.rule = desc.rule
         self.rule_error = ops.hidden_rule_error(self.rule.name)
-        self.feedback = feedback.feedback_variant(m.feedback)
+        self.feedback = desc.feedback
         self.feedback_refresh = ops.feedback_refresh(self.feedback.name)
-        self.fb_key = "phi" if m.feedback_signal == "rates" else "s"
+        self.fb_key = "phi" if desc.feedback_rates else "s"
         # Affine coefficients of the soma updates, read off dynamics.py's own step functions
         # (they are affine in V and V_b): V(t) = a V(t-1) + c V_b(t) (+ k).
         h0 = dyn.hidden_soma_step(0.0, 0.0, 0.0, c.g_L, c.g_B, c.g_A, c.dt)
@@ -169,10 +162,6 @@ class Core:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def fb_source(self, m: int) -> int:
-        """Index (in ``sizes``) of the layer feeding hidden layer m's apical dendrite."""
-        return self.top if self.model.feedback_wiring == "broadcast" else m + 2
-
     def bind_params(self, params_list: list[Params]) -> tuple[TParams, list[_Bound]]:
         d, t = self.device, self.dtype
         bounds = []
@@ -183,7 +172,7 @@ class Core:
                 b = _Bound(arrays, arrays[0].shape, d, t)
                 bounds.append(b)
                 getattr(out, name).append(b.tensor)
-        if self.config.training.feedback_learning:
+        if self.desc.eta_feedback is not None:
             for m in range(len(params_list[0].Y)):
                 keep = np.stack([plasticity.feedback_keep(p.Y_mask, m, np.asarray(p.Y[m]))
                                  for p in params_list])
@@ -260,7 +249,7 @@ class Core:
                       labels: torch.Tensor | None = None, delays: list | None = None,
                       window: tuple[torch.Tensor, torch.Tensor] | None = None,
                       test: bool = False, hidden: bool = False
-                      ) -> tuple[Summary, dict | None]:
+                      ) -> tuple[PhaseSummary, dict | None]:
         """One phase of S members x B images (forward, or target when ``labels`` is given).
 
         ``x_rate64`` (S or 1, B, n_in) input rates in float64; ``keys`` (S, B) int64 stream
@@ -351,7 +340,8 @@ class Core:
                 v_basal = torch.baddbmm(P.b[m].unsqueeze(1), s_below, P.W[m].transpose(1, 2))
                 if l < top:
                     # the source layer has not been updated in this step yet: up to t-1
-                    v_apical = torch.bmm(fb[self.fb_source(m)], P.Y[m].transpose(1, 2))
+                    v_apical = torch.bmm(fb[self.desc.feedback_source[m]],
+                                         P.Y[m].transpose(1, 2))
                     vt = dyn.hidden_soma_step(cur_v[l], v_basal, v_apical, c.g_L, c.g_B,
                                               c.g_A, c.dt)
                 else:
@@ -371,7 +361,7 @@ class Core:
                 cur_v[l], cur_phi[l], cur_s[l] = vt, pt, st_
 
     def _summarise(self, P, st, T, lengths_dev, window, s, phi, v, delays, test, hidden
-                   ) -> Summary:
+                   ) -> PhaseSummary:
         """Window averages of a phase (MODEL.md 4; in testing MODEL.md 9), all quantities
         through one masked product."""
         dt_, top = self.dtype, self.top
@@ -394,7 +384,7 @@ class Core:
             parts += [(phibar, l - 1, phi[l]) for l in range(1, top + 1)]
             src_trace = phi if self.fb_key == "phi" else s
             for m in range(L - 1):
-                src = self.fb_source(m)
+                src = self.desc.feedback_source[m]
                 carried = st[f"{self.fb_key}{src}"]
                 # what the apical dendrite saw at each step: the source up to t-1
                 seqs[m] = torch.cat([carried.expand(S, *carried.shape[1:]).unsqueeze(1),
@@ -408,7 +398,7 @@ class Core:
             target[i] = means[..., offset:offset + x.shape[-1]]
             offset += x.shape[-1]
         if test:
-            return Summary(vbar, sbar, phibar, abar, alpha, sbar_fb)
+            return PhaseSummary(vbar, sbar, phibar, abar, alpha, sbar_fb)
         for m in range(L - 1):
             Yt = P.Y[m].transpose(1, 2)
             if delays is None:
@@ -427,7 +417,7 @@ class Core:
                 abar[m] = ((va * m3.unsqueeze(2)).sum(1)
                            / (ends - starts + 1).to(dt_).unsqueeze(1))
             alpha[m] = ops.sigmoid(abar[m])
-        return Summary(vbar, sbar, phibar, abar, alpha, sbar_fb)
+        return PhaseSummary(vbar, sbar, phibar, abar, alpha, sbar_fb)
 
     def _carry(self, st, x_rate64, lengths_dev, s, phi, v, ext, trL, trS) -> dict:
         """The state at each member's last step of the phase (MODEL.md 4)."""
@@ -454,7 +444,7 @@ class Core:
     # -- rate mode (MODEL.md 8) ---------------------------------------------------------------
 
     def rate_phase(self, P: TParams, pixels: torch.Tensor, labels: torch.Tensor | None = None
-                   ) -> Summary | tuple[Summary, Summary]:
+                   ) -> PhaseSummary | tuple[PhaseSummary, PhaseSummary]:
         """Steady-state rates of S members x B images; ``pixels`` (S or 1, B, n_in)
         (MODEL.md 8). With ``labels``, returns the forward and the target phase: they share
         everything below the output soma, which is computed once."""
@@ -481,28 +471,27 @@ class Core:
         tgt = self._rate_summary(P, vbar[:-1] + [u], sbar, phibar[:-1] + [ops.rate(u, c.phi_max)])
         return fwd, tgt
 
-    def _rate_summary(self, P, vbar, sbar, phibar) -> Summary:
-        fb = [phibar[-1] if self.model.feedback_wiring == "broadcast" else phibar[m + 1]
-              for m in range(self.top - 1)]
+    def _rate_summary(self, P, vbar, sbar, phibar) -> PhaseSummary:
+        fb = [phibar[self.desc.feedback_source[m] - 1] for m in range(self.top - 1)]
         abar = [torch.bmm(fb[m], P.Y[m].transpose(1, 2)) for m in range(self.top - 1)]
-        return Summary(vbar, sbar, phibar, abar, [ops.sigmoid(a) for a in abar], fb)
+        return PhaseSummary(vbar, sbar, phibar, abar, [ops.sigmoid(a) for a in abar], fb)
 
     # -- learning (MODEL.md 5, 7) -------------------------------------------------------------
 
-    def update(self, P: TParams, fwd: Summary, tgt: Summary, scale_w: torch.Tensor,
+    def update(self, P: TParams, fwd: PhaseSummary, tgt: PhaseSummary, eta_P: torch.Tensor,
                eta_fb: torch.Tensor | None, want_bp: bool,
                burst_keys: torch.Tensor | None = None):
         """:func:`segdend.plasticity.update_network` for S members (vectors (S, n)), the
         hidden errors by the rule's own function (:data:`segdend.plasticity.HIDDEN_RULES`);
-        ``scale_w[:, m] = eta[m] * P`` per member; ``burst_keys`` (S,) int64 keys of the
+        ``eta_P[:, m] = eta[m] * P`` per member; ``burst_keys`` (S,) int64 keys of the
         rule's draws (rules that draw). Returns (errors, errors_bp)."""
-        c, model, rule = self.c, self.model, self.rule
+        c, rule = self.c, self.rule
         top = self.top - 1
         errors = [None] * self.top
         errors_bp = [None] * self.top
         errors[top] = ops.output_error(tgt.phibar[top], fwd.vbar[top], c.phi_max, c.k_D)
         errors_bp[top] = errors[top]
-        ops.apply_update(P.W[top], P.b[top], errors[top], fwd.sbar[top], scale_w[:, top])
+        ops.apply_update(P.W[top], P.b[top], errors[top], fwd.sbar[top], eta_P[:, top])
         for m in range(top - 1, -1, -1):
             W_up_T = P.W[m + 1].transpose(1, 2)
             if want_bp or rule.needs_bp:
@@ -514,11 +503,11 @@ class Core:
                 n = fwd.vbar[m].shape[-1]
                 u_f = trng.layer_uniforms(burst_keys, 0, 0, m + 1, n)
                 u_t = trng.layer_uniforms(burst_keys, 1, 0, m + 1, n)
-            above = errors[top] if model.feedback_wiring == "broadcast" else errors[m + 1]
+            above = errors[top] if self.desc.broadcast else errors[m + 1]
             errors[m] = self.rule_error(tgt.alpha[m], fwd.alpha[m], fwd.vbar[m], P.Y[m], above,
                                         W_up_T, errors_bp[m + 1], u_t, u_f, c.phi_max, c.k_B,
-                                        self.config.training.burst_scale)
-            ops.apply_update(P.W[m], P.b[m], errors[m], fwd.sbar[m], scale_w[:, m])
+                                        self.desc.burst_scale)
+            ops.apply_update(P.W[m], P.b[m], errors[m], fwd.sbar[m], eta_P[:, m])
             if eta_fb is not None:
                 e_inv = ops.feedback_error(fwd.vbar[m], fwd.alpha[m], fwd.abar[m], c.phi_max)
                 P.Y[m] -= eta_fb[:, m, None, None] * ops.outer(e_inv, fwd.sbar_fb[m]) * P.keep[m]
@@ -530,15 +519,18 @@ class Core:
         ``noise_keys`` (S,) int64."""
         if not self.feedback.derived:
             return
-        Y = self.feedback_refresh(P.W, P.Y, self.model.feedback_wiring == "broadcast",
-                                  noise_keys, self.model.feedback_noise_sd)
+        Y = self.feedback_refresh(P.W, P.Y, self.desc.broadcast, noise_keys,
+                                  self.model.feedback_noise_sd)
         for y, new in zip(P.Y, Y, strict=True):
             y.copy_(new)
 
     def train_members(self, params_list: list[Params], states: list[State],
-                      batches: list[TrainBatch], eta: np.ndarray, eta_fb: np.ndarray | None,
+                      batches: list[TrainBatch], eta_P: np.ndarray, eta_fb: np.ndarray | None,
                       record: tuple[str, ...] = ()) -> list[TrainResult]:
-        """Online learning of S members, each on its own batch (same number of examples)."""
+        """Online learning of S members, each on its own batch (same number of examples);
+        ``eta_P`` (S, layers) each member's update coefficients ``eta * P``
+        (``ModelDescription.scaled``), ``eta_fb`` (S, hidden layers) its feedback learning
+        rates or None (no feedback learning)."""
         S = len(params_list)
         n = int(batches[0].labels.shape[0])
         if any(int(b.labels.shape[0]) != n for b in batches):
@@ -548,7 +540,7 @@ class Core:
             _check_params(self.model, p)
         dev, dt_ = self.device, self.dtype
         c, top, n_hidden = self.c, self.top, self.n_hidden
-        spiking = self.model.mode == "spiking"
+        spiking = self.desc.spiking
         P, pbounds = self.bind_params(params_list)
         st, sbounds = self.bind_state(states) if spiking else ({}, {})
         pix = torch.as_tensor(np.stack([np.asarray(b.pixels, dtype=np.float64)
@@ -569,9 +561,7 @@ class Core:
             burst_keys = torch.as_tensor(np.stack([trng.keys_as_int64(b.burst_keys)
                                                    for b in batches])).to(dev)
         delays = self._all_plateau_delays(batches) if spiking else None
-        scale = np.array([[e[m] * (c.P_out if m == top - 1 else c.P_hidden)
-                           for m in range(top)] for e in eta])
-        scale_w = torch.as_tensor(scale).to(device=dev, dtype=dt_)
+        eta_P_t = torch.as_tensor(np.asarray(eta_P, dtype=np.float64)).to(device=dev, dtype=dt_)
         eta_fb_t = (None if eta_fb is None
                     else torch.as_tensor(np.asarray(eta_fb, dtype=np.float64)).to(dev, dt_))
         want_angle = "bp_angle" in record
@@ -593,8 +583,8 @@ class Core:
             else:
                 x = pix[:, i].unsqueeze(1).to(dt_)
                 fwd, tgt = self.rate_phase(P, x, y)
-            fwd, tgt = fwd.member_vectors(), tgt.member_vectors()
-            errors, errors_bp = self.update(P, fwd, tgt, scale_w, eta_fb_t, want_angle,
+            fwd, tgt = member_vectors(fwd), member_vectors(tgt)
+            errors, errors_bp = self.update(P, fwd, tgt, eta_P_t, eta_fb_t, want_angle,
                                             None if burst_keys is None else burst_keys[:, i])
             self.refresh_feedback(P, noise_keys[:, i])
             loss_out[:, i] = ops.output_loss(tgt.phibar[top - 1], fwd.vbar[top - 1], c.phi_max)
@@ -623,7 +613,7 @@ class Core:
         """Per phase, per hidden layer: (S, n_examples, n_m) plateau delays on the device,
         from ``rng.layer_normals(plateau_key, phase, m + 1, n_m)`` as in the reference."""
         model = self.model
-        if model.plateau_times != "random":
+        if not self.desc.random_plateaus:
             return None
         out = []
         for p in (0, 1):
@@ -643,7 +633,7 @@ class Core:
         """Images per chunk so that one (T x batch x n) float64 tensor stays in budget."""
         if self.max_batch is not None:
             return max(1, int(self.max_batch))
-        steps = self.phases.test_length if self.model.mode == "spiking" else 1
+        steps = self.phases.test_length if self.desc.spiking else 1
         per_image = steps * max(self.sizes) * 8 * S
         budget = TEST_BUDGET.get(self.device.type, TEST_BUDGET["cuda"])
         return int(max(1, min(4096, budget // per_image)))
@@ -671,7 +661,7 @@ class Core:
             stop = min(n, start + chunk)
             B = stop - start
             x = torch.as_tensor(pixels[start:stop]).to(self.device).unsqueeze(0)
-            if self.model.mode == "rate":
+            if not self.desc.spiking:
                 summ = self.rate_phase(P, x.to(self.dtype))
             else:
                 k = torch.as_tensor(keys[:, start:stop]).to(self.device)

@@ -83,8 +83,9 @@ class CounterTables:
     def __init__(self, sizes: tuple[int, ...], device: torch.device):
         self.sizes = tuple(sizes)
         self.device = device
-        if len(self.sizes) > rng.MAX_LAYERS or max(self.sizes) > rng.MAX_UNITS:
-            raise ValueError("spike counters hold at most 16 layers of 2**24 units")
+        problem = rng.counter_problem(len(self.sizes) - 1, max(self.sizes), 0)
+        if problem is not None:
+            raise ValueError(problem)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).tolist()
         self._tables: dict[int, torch.Tensor] = {}
 
@@ -92,10 +93,11 @@ class CounterTables:
         have = self._tables.get(phase)
         if have is None or have.shape[0] < steps:
             rows = max(steps, 64 if have is None else 2 * have.shape[0])
-            if rows >= rng.MAX_STEPS:
+            if rows > rng.MAX_STEPS:
                 rows = steps
-            if rows >= rng.MAX_STEPS:
-                raise ValueError(f"spike counters hold at most {rng.MAX_STEPS - 1} steps")
+            problem = rng.counter_problem(0, 0, rows)
+            if problem is not None:
+                raise ValueError(problem)
             t = torch.arange(rows, dtype=torch.int64, device=self.device)[:, None]
             parts = [spike_counter(phase, t, layer,
                                    torch.arange(n, dtype=torch.int64, device=self.device)[None, :])

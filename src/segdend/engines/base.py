@@ -31,6 +31,11 @@ class PhaseSummary:
     ``vbar[m]`` somatic voltage (hidden and output), ``sbar[m]`` filtered input from below,
     ``phibar[m]`` rate; for hidden layers ``abar[m]`` apical voltage (per-neuron plateau
     window), ``alpha[m] = sigmoid(abar[m])`` and ``sbar_fb[m]`` the feedback signal.
+
+    The reference fills it with NumPy vectors, the torch engine with (S, B, n) tensors of S
+    members x B images (``_torch_core.member_vectors`` drops B); the Numba engine keeps the
+    same quantities in its compiled, flat ``_numba_layout.Summary`` (a dataclass cannot
+    cross into its kernels).
     """
 
     vbar: list[np.ndarray]

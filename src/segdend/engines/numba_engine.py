@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 from segdend import dynamics as dyn
-from segdend import feedback, plasticity
+from segdend import plasticity
 from segdend.config import RunConfig
 from segdend.engines import _numba_learn as learn
 from segdend.engines import _numba_sim as sim
@@ -29,6 +29,7 @@ from segdend.engines._numba_prims import feedback_index, rule_index
 from segdend.engines.base import State, TestResult, TrainBatch, TrainResult, cleared_state
 from segdend.engines.limits import numba_unsupported_reason as unsupported_reason
 from segdend.errors import SegdendError
+from segdend.model import ModelDescription, describe
 from segdend.network import Params, check_shapes
 
 
@@ -56,60 +57,13 @@ class NumbaEngine:
         self.config = config
         self.model = config.model
         self.phases = config.phases
-        self.c = dyn.Constants.from_config(config.model)
-        self.sizes = (self.model.n_inputs, *self.model.layers)
-        self.top = len(self.model.layers)
+        self.desc = describe(config)
+        self.c = self.desc.constants
+        self.sizes = self.desc.sizes
+        self.top = self.desc.top
         self.threads = max(1, min(config.training.threads, numba.config.NUMBA_NUM_THREADS))
-        self.rule = plasticity.hidden_rule(config.training.learning_rule)
-        self.cfg = self._constants()
-
-    def _constants(self) -> learn.Cfg:
-        model, tr, c = self.model, self.config.training, self.c
-        sizes = np.array(self.sizes, dtype=np.int64)
-        top = self.top
-        noff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        woff = np.concatenate([[0], np.cumsum(sizes[:-1] * sizes[1:])]).astype(np.int64)
-        src = np.zeros(top + 1, dtype=np.int64)
-        yoff = np.zeros(top + 1, dtype=np.int64)
-        pos = 0
-        for l in range(1, top):
-            src[l] = top if model.feedback_wiring == "broadcast" else l + 1
-            yoff[l] = pos
-            pos += sizes[l] * sizes[src[l]]
-        is_source = np.zeros(top + 1, dtype=np.bool_)
-        is_source[src[1:top]] = True
-        eta_fb = tr.eta_feedback if tr.eta_feedback is not None else ()
-        taps = int(model.kernel_taps)
-        kappa = np.ascontiguousarray(c.kappa, dtype=np.float64)
-        # The truncated kernel is summed by recursion when it is the two-exponential kernel
-        # (as dynamics.psp_kernel_taps makes it); any other shape, tap by tap.
-        k = np.arange(1, taps + 1)
-        two_exp = (c.decay_L**k - c.decay_s**k) / c.tau_gap
-        recursive = (not c.exact_kernel
-                     and bool(np.allclose(kappa, two_exp, rtol=1e-12, atol=0.0)))
-        return learn.Cfg(
-            sizes=sizes, noff=noff, woff=woff, yoff=yoff, src=src, is_source=is_source,
-            taps=taps, kappa=kappa, exact=bool(c.exact_kernel), recursive=recursive,
-            decay_L=float(c.decay_L), decay_s=float(c.decay_s),
-            cut_L=float(c.decay_L**(taps + 1)), cut_s=float(c.decay_s**(taps + 1)),
-            tau_gap=float(c.tau_gap), phi_max=float(c.phi_max),
-            spike_floor=math.exp(-c.phi_max) * (1.0 - 1e-9), dt=float(c.dt),
-            g_L=float(c.g_L), g_B=float(c.g_B), g_A=float(c.g_A), g_D=float(c.g_D),
-            E_E=float(c.E_E), E_I=float(c.E_I), k_B=float(c.k_B), k_D=float(c.k_D),
-            P_hidden=float(c.P_hidden), P_out=float(c.P_out),
-            fb_rates=model.feedback_signal == "rates",
-            random_plateau=model.plateau_times == "random",
-            plateau_sd=float(model.plateau_time_sd), plateau_max=int(model.plateau_time_max),
-            integ_last=self.phases.integration == "last",
-            rule=rule_index(self.rule.name), layerwise=model.feedback_wiring == "layerwise",
-            fb_learning=bool(tr.feedback_learning),
-            eta=np.array(tr.eta, dtype=np.float64),
-            eta_fb=np.array(eta_fb, dtype=np.float64).reshape(-1),
-            feedback=feedback_index(model.feedback), noise_sd=float(model.feedback_noise_sd),
-            rule_draws=self.rule.draws, rule_needs_bp=self.rule.needs_bp,
-            burst_scale=float(tr.burst_scale),
-            feedback_derived=feedback.feedback_variant(model.feedback).derived,
-        )
+        self.rule = self.desc.rule
+        self.cfg = _constants(config, self.desc)
 
     # -- parameters and state in the kernels' layout --------------------------------------
 
@@ -132,7 +86,7 @@ class NumbaEngine:
     def _feedback_keep(self, params: Params) -> np.ndarray:
         """``plasticity.feedback_keep`` of every feedback matrix in ``YT``'s layout; empty
         without feedback learning (nothing reads it then)."""
-        if not self.config.training.feedback_learning:
+        if self.desc.eta_feedback is None:
             return np.zeros(0)
         cfg, sizes = self.cfg, self.sizes
         KT = np.empty(sum(y.size for y in params.Y))
@@ -155,7 +109,7 @@ class NumbaEngine:
                 YT[cfg.yoff[l]:cfg.yoff[l] + y.size].reshape(sizes[cfg.src[l]], sizes[l]), y)
 
     def _load_state(self, state: State) -> sim.Net:
-        a, cfg, taps = state.arrays, self.cfg, self.model.kernel_taps
+        a, cfg, taps = state.arrays, self.cfg, self.desc.taps
         n_all = int(cfg.noff[-1])
         net = sim.Net(np.zeros(n_all), np.zeros(n_all), np.zeros(n_all), np.zeros(n_all),
                       np.zeros(n_all), np.zeros((taps, n_all)), np.zeros((taps + 1, n_all)),
@@ -172,7 +126,7 @@ class NumbaEngine:
         return net
 
     def _store_state(self, state: State, net: sim.Net) -> None:
-        a, cfg, c, taps = state.arrays, self.cfg, self.c, self.model.kernel_taps
+        a, cfg, c, taps = state.arrays, self.cfg, self.c, self.desc.taps
         rows = (net.clock[0] - 1 - np.arange(taps)) % taps  # newest first
         for l in range(self.top + 1):
             sl = slice(cfg.noff[l], cfg.noff[l + 1])
@@ -191,12 +145,12 @@ class NumbaEngine:
     # -- the contract -------------------------------------------------------------------------
 
     def new_state(self) -> State:
-        return cleared_state(self.sizes, self.model.kernel_taps)
+        return cleared_state(self.sizes, self.desc.taps)
 
     def train(self, params: Params, state: State, batch: TrainBatch,
               record: tuple[str, ...] = ()) -> TrainResult:
         n = int(np.asarray(batch.labels).shape[0])
-        n_hidden = self.model.n_hidden_layers
+        n_hidden = self.desc.n_hidden
         out = TrainResult(np.zeros(n), np.zeros((n, n_hidden)), np.zeros(n, dtype=bool))
         angle = "bp_angle" in record
         parts = np.zeros((n, n_hidden if angle else 0, 3))
@@ -214,7 +168,7 @@ class NumbaEngine:
         burst_keys = _burst_keys(batch, self.rule, n)
         WT, B, YT = self._pack(params)
         KT = self._feedback_keep(params)
-        if self.model.mode == "rate":
+        if not self.desc.spiking:
             sim.train_rate(self.cfg, WT, B, YT, KT, pixels, labels, noise_keys, burst_keys,
                            out.loss_out, out.loss_hidden, out.correct, parts, ubar_f)
         else:
@@ -250,7 +204,7 @@ class NumbaEngine:
             previous = numba.get_num_threads()
             numba.set_num_threads(self.threads)
             try:
-                if self.model.mode == "rate":
+                if not self.desc.spiking:
                     sim.test_rate(self.cfg, WT, B, YT, pixels, blocks, out_v, rates)
                 else:
                     T, window = self.phases.test_length, self.phases.test_window
@@ -264,8 +218,58 @@ class NumbaEngine:
         if hidden:
             bounds = np.cumsum([0, *self.model.layers[:-1]])
             result.hidden_rates = [rates[:, bounds[m]:bounds[m + 1]].copy()
-                                   for m in range(self.model.n_hidden_layers)]
+                                   for m in range(self.desc.n_hidden)]
         return result
+
+
+
+def _constants(config: RunConfig, desc: ModelDescription) -> learn.Cfg:
+    """The kernels' constants (:data:`segdend.engines._numba_learn.Cfg`), filled from the
+    model's description and this engine's layout of it (offsets of the flat arrays)."""
+    model, c = config.model, desc.constants
+    sizes = np.array(desc.sizes, dtype=np.int64)
+    top = desc.top
+    noff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    woff = np.concatenate([[0], np.cumsum(sizes[:-1] * sizes[1:])]).astype(np.int64)
+    src = np.zeros(top + 1, dtype=np.int64)
+    yoff = np.zeros(top + 1, dtype=np.int64)
+    pos = 0
+    for l in range(1, top):
+        src[l] = desc.feedback_source[l - 1]
+        yoff[l] = pos
+        pos += sizes[l] * sizes[src[l]]
+    is_source = np.zeros(top + 1, dtype=np.bool_)
+    is_source[src[1:top]] = True
+    taps = int(desc.taps)
+    kappa = np.ascontiguousarray(c.kappa, dtype=np.float64)
+    # The truncated kernel is summed by recursion when it is the two-exponential kernel
+    # (as dynamics.psp_kernel_taps makes it); any other shape, tap by tap.
+    k = np.arange(1, taps + 1)
+    two_exp = (c.decay_L**k - c.decay_s**k) / c.tau_gap
+    recursive = (not c.exact_kernel
+                 and bool(np.allclose(kappa, two_exp, rtol=1e-12, atol=0.0)))
+    return learn.Cfg(
+        sizes=sizes, noff=noff, woff=woff, yoff=yoff, src=src, is_source=is_source,
+        taps=taps, kappa=kappa, exact=bool(c.exact_kernel), recursive=recursive,
+        decay_L=float(c.decay_L), decay_s=float(c.decay_s),
+        cut_L=float(c.decay_L**(taps + 1)), cut_s=float(c.decay_s**(taps + 1)),
+        tau_gap=float(c.tau_gap), phi_max=float(c.phi_max),
+        spike_floor=math.exp(-c.phi_max) * (1.0 - 1e-9), dt=float(c.dt),
+        g_L=float(c.g_L), g_B=float(c.g_B), g_A=float(c.g_A),
+        segregated=desc.segregated, g_D=float(c.g_D),
+        E_E=float(c.E_E), E_I=float(c.E_I), k_B=float(c.k_B), k_D=float(c.k_D),
+        fb_rates=desc.feedback_rates, random_plateau=desc.random_plateaus,
+        plateau_sd=float(model.plateau_time_sd), plateau_max=int(model.plateau_time_max),
+        integ_last=config.phases.integration == "last",
+        rule=rule_index(desc.rule.name), layerwise=not desc.broadcast,
+        fb_learning=desc.eta_feedback is not None,
+        eta_P=np.array(desc.eta_P, dtype=np.float64),
+        eta_fb=np.array(desc.eta_feedback or (), dtype=np.float64).reshape(-1),
+        feedback=feedback_index(desc.feedback.name), noise_sd=float(model.feedback_noise_sd),
+        rule_draws=desc.rule.draws, rule_needs_bp=desc.rule.needs_bp,
+        burst_scale=desc.burst_scale,
+        feedback_derived=desc.feedback.derived,
+    )
 
 
 def _put(arrays: dict[str, np.ndarray], key: str, value: np.ndarray) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from segdend import dynamics as dyn
-from segdend import feedback, plasticity, rng
+from segdend import plasticity, rng
 from segdend.config import RunConfig
 from segdend.engines.base import (
     PhaseSummary,
@@ -26,6 +26,7 @@ from segdend.engines.base import (
     TrainResult,
     cleared_state,
 )
+from segdend.model import describe
 from segdend.network import Params
 
 # (phase, step, layer, rates) -> spike counts; layer 0 is the input layer.
@@ -51,14 +52,15 @@ class ReferenceEngine:
         self.config = config
         self.model = config.model
         self.phases = config.phases
-        self.c = dyn.Constants.from_config(config.model)
-        self.sizes = (self.model.n_inputs, *self.model.layers)
-        self.top = len(self.model.layers)  # index of the output layer in `sizes`
-        self.rule = plasticity.hidden_rule(config.training.learning_rule)
-        self.feedback = feedback.feedback_variant(config.model.feedback)
+        self.desc = describe(config)
+        self.c = self.desc.constants
+        self.sizes = self.desc.sizes
+        self.top = self.desc.top  # index of the output layer in `sizes`
+        self.rule = self.desc.rule
+        self.feedback = self.desc.feedback
 
     def new_state(self) -> State:
-        return cleared_state(self.sizes, self.model.kernel_taps)
+        return cleared_state(self.sizes, self.desc.taps)
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -78,9 +80,8 @@ class ReferenceEngine:
         """What hidden layer m's apical dendrite sees: filtered spikes (or rates) of the output
         layer (broadcast) or of layer m+1 (layer-wise), as they stand before the source's
         update in this step, i.e. up to step t-1."""
-        source = self.top if self.model.feedback_wiring == "broadcast" else m + 2
-        key = "phi" if self.model.feedback_signal == "rates" else "s"
-        return a[f"{key}{source}"]
+        key = "phi" if self.desc.feedback_rates else "s"
+        return a[f"{key}{self.desc.feedback_source[m]}"]
 
     def step(self, params: Params, state: State, x_rate: np.ndarray, phase: int, t: int,
              draw: SpikeSource, g_E: np.ndarray | None, g_I: np.ndarray | None) -> dict:
@@ -181,8 +182,7 @@ class ReferenceEngine:
             vbar.append(v)
             s = dyn.rate(v, c.phi_max)
             phibar.append(s)
-        fb = [phibar[-1] if self.model.feedback_wiring == "broadcast" else phibar[m + 1]
-              for m in range(self.top - 1)]
+        fb = [phibar[self.desc.feedback_source[m] - 1] for m in range(self.top - 1)]
         abar = [params.Y[m] @ fb[m] for m in range(self.top - 1)]
         return PhaseSummary(vbar, sbar, phibar, abar, [dyn.plateau(a) for a in abar], fb)
 
@@ -194,14 +194,13 @@ class ReferenceEngine:
               burst_key: np.uint64 | None = None
               ) -> tuple[PhaseSummary, PhaseSummary, list[np.ndarray], list[np.ndarray]]:
         """One training example: forward phase, target phase, updates (MODEL.md 4-5)."""
-        tr = self.config.training
-        if self.model.mode == "rate":
+        if not self.desc.spiking:
             fwd, tgt = self.rate_phase(params, pixels, None), self.rate_phase(params, pixels,
                                                                                label)
         else:
             draw = draw if draw is not None else poisson_source(key)
             delays = [None, None]
-            if self.model.plateau_times == "random":
+            if self.desc.random_plateaus:
                 delays = [[np.array([dyn.plateau_delay(z, self.model.plateau_time_sd,
                                                        self.model.plateau_time_max)
                                      for z in rng.layer_normals(plateau_key, p, m + 1, n)])
@@ -210,9 +209,7 @@ class ReferenceEngine:
                                  plateau_delays=delays[0], keep_traces=keep_traces)
             tgt = self.run_phase(params, state, pixels, int(lengths[1]), 1, draw, label=label,
                                  plateau_delays=delays[1], keep_traces=keep_traces)
-        errors, errors_bp = plasticity.update_network(
-            params, tr.learning_rule, self.model.feedback_wiring, self.c, tr.eta, fwd, tgt,
-            tr.eta_feedback if tr.feedback_learning else None, burst_key, tr.burst_scale)
+        errors, errors_bp = plasticity.update_network(params, self.desc, fwd, tgt, burst_key)
         self.refresh_feedback(params, noise_key)
         return fwd, tgt, errors, errors_bp
 
@@ -221,14 +218,13 @@ class ReferenceEngine:
         MODEL.md 7), as written."""
         if not self.feedback.derived:
             return
-        params.Y[:] = self.feedback.refresh(params.W, params.Y,
-                                            self.model.feedback_wiring == "broadcast",
+        params.Y[:] = self.feedback.refresh(params.W, params.Y, self.desc.broadcast,
                                             noise_key, self.model.feedback_noise_sd)
 
     def train(self, params: Params, state: State, batch: TrainBatch,
               record: tuple[str, ...] = ()) -> TrainResult:
         n = batch.labels.shape[0]
-        n_hidden = self.model.n_hidden_layers
+        n_hidden = self.desc.n_hidden
         out = TrainResult(np.zeros(n), np.zeros((n, n_hidden)), np.zeros(n, dtype=bool))
         if "bp_angle" in record:
             out.records["bp_angle"] = np.zeros((n, n_hidden))
@@ -253,7 +249,7 @@ class ReferenceEngine:
     def test_image(self, params: Params, pixels: np.ndarray, key: np.uint64,
                    draw: SpikeSource | None = None) -> PhaseSummary:
         """One test image from a cleared state: a long forward phase (MODEL.md 9)."""
-        if self.model.mode == "rate":
+        if not self.desc.spiking:
             return self.rate_phase(params, pixels, None)
         state = self.new_state()
         length, window = self.phases.test_length, self.phases.test_window
@@ -268,7 +264,7 @@ class ReferenceEngine:
         result.output_voltage = np.array([s.vbar[-1] for s in summaries])
         if hidden:
             result.hidden_rates = [np.array([s.phibar[m] for s in summaries])
-                                   for m in range(self.model.n_hidden_layers)]
+                                   for m in range(self.desc.n_hidden)]
         return result
 
 

@@ -49,7 +49,8 @@ class _TorchBase:
         self.dtype = _DTYPES[config.training.dtype]
         self.threads = config.training.threads
         self.core = Core(config, self.device, self.dtype, max_batch)
-        self.sizes = self.core.sizes
+        self.desc = self.core.desc
+        self.sizes = self.desc.sizes
 
     @contextmanager
     def _running(self):
@@ -66,13 +67,16 @@ class _TorchBase:
                 torch.set_num_threads(old)
 
     def new_state(self) -> State:
-        return cleared_state(self.sizes, self.model.kernel_taps)
+        return cleared_state(self.sizes, self.desc.taps)
 
-    def _etas(self, configs: Sequence[RunConfig]) -> tuple[np.ndarray, np.ndarray | None]:
-        eta = np.array([c.training.eta for c in configs], dtype=np.float64)
-        if not configs[0].training.feedback_learning:
-            return eta, None
-        return eta, np.array([c.training.eta_feedback for c in configs], dtype=np.float64)
+    def _rates(self, configs: Sequence[RunConfig]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per member: the update coefficients ``eta * P`` of each layer
+        (``ModelDescription.scaled`` of its ``training.eta``) and the feedback learning
+        rates (None without feedback learning, on which the members agree)."""
+        eta_P = np.array([self.desc.scaled(c.training.eta) for c in configs], dtype=np.float64)
+        if self.desc.eta_feedback is None:
+            return eta_P, None
+        return eta_P, np.array([c.training.eta_feedback for c in configs], dtype=np.float64)
 
 
 class TorchEngine(_TorchBase):
@@ -86,12 +90,13 @@ class TorchEngine(_TorchBase):
 
     def __init__(self, config: RunConfig, *, max_batch: int | None = None):
         self._setup(config, max_batch)
+        self.eta_P, self.eta_fb = self._rates([config])
 
     def train(self, params: Params, state: State, batch: TrainBatch,
               record: tuple[str, ...] = ()) -> TrainResult:
-        eta, eta_fb = self._etas([self.config])
         with self._running():
-            return self.core.train_members([params], [state], [batch], eta, eta_fb, record)[0]
+            return self.core.train_members([params], [state], [batch], self.eta_P,
+                                           self.eta_fb, record)[0]
 
     def test(self, params: Params, pixels: np.ndarray, keys: np.ndarray,
              hidden: bool = False) -> TestResult:
@@ -156,10 +161,10 @@ class TorchPopulation(_TorchBase):
         if len(states_list) != S or len(batches_list) != S:
             raise SegdendError(f"got {S} parameter sets, {len(states_list)} states and "
                                f"{len(batches_list)} batches; give one of each per member")
-        eta, eta_fb = self._etas(self._member_configs(S))
+        eta_P, eta_fb = self._rates(self._member_configs(S))
         with self._running():
             return self.core.train_members(list(params_list), list(states_list),
-                                           list(batches_list), eta, eta_fb, record)
+                                           list(batches_list), eta_P, eta_fb, record)
 
     def test(self, params_list: Sequence[Params], pixels: np.ndarray,
              keys_list: Sequence[np.ndarray] | np.ndarray, hidden: bool = False
