@@ -35,7 +35,7 @@ from segdend.config import RunConfig
 from segdend.engines.base import State, TrainBatch, TrainResult
 from segdend.engines.registry import get_engine
 from segdend.errors import DivergenceError, SegdendError
-from segdend.network import Params, check_shapes, initialise
+from segdend.network import Params, check_shapes, feedback_shape, initialise
 from segdend.rundir import keep_epoch_checkpoint
 
 CHUNK = 1000  # examples per engine call between progress updates and checks
@@ -171,9 +171,9 @@ def weight_count(model) -> int:
     """Float64 numbers in a network's weights, biases and feedback weights."""
     sizes = (model.n_inputs, *model.layers)
     n = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    for m in range(1, len(model.layers)):
-        source = model.layers[-1] if model.feedback_wiring == "broadcast" else model.layers[m]
-        n += 2 * model.layers[m - 1] * source  # Y and its mask
+    for m in range(len(model.layers) - 1):
+        rows, cols = feedback_shape(model, m)
+        n += 2 * rows * cols  # Y and its mask
     return n
 
 
