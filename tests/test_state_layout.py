@@ -10,17 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import tiny_dataset
+from _helpers import tiny_config, tiny_dataset
 
 from segdend.checkpoint import load_checkpoint
-from segdend.train import run_config
+from segdend.engines.base import LAYER_FIELDS, State
+from segdend.errors import SegdendError
+from segdend.network import initialise
+from segdend.train import find_divergence, run_config
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
 
 import make_state_layout_fixture as fx  # noqa: E402
 
-FIELDS = ("v", "history", "trace_L", "trace_s", "s", "phi")
+FIELDS = ("v", "history", "trace_L", "trace_s", "s", "phi")  # as the old code wrote them
 
 
 def old_keys(n_layers: int) -> set[str]:
@@ -52,3 +55,46 @@ def test_run_checkpointed_in_the_old_layout_resumes_to_the_old_outcome(engine, t
     if engine == "torch":
         want_rows = [{k: pytest.approx(v, rel=1e-10) for k, v in r.items()} for r in want_rows]
     assert got_rows == want_rows
+
+
+def test_to_arrays_names_every_field_of_every_layer_in_the_old_order():
+    state = State.cleared((4, 3, 2), taps=5)
+    arrays = state.to_arrays()
+    assert list(arrays) == [f"{k}{l}" for l in range(3) for k in FIELDS]
+    assert arrays["history1"].shape == (5, 3) and arrays["phi2"].shape == (2,)
+    assert arrays["v1"] is state.layers[1].v  # the arrays themselves
+
+
+def test_from_arrays_round_trips_and_copies():
+    gen = np.random.default_rng(0)
+    state = State.cleared((4, 3, 2), taps=5)
+    for layer in state.layers:
+        for k in LAYER_FIELDS:
+            getattr(layer, k)[...] = gen.random(getattr(layer, k).shape)
+    arrays = state.to_arrays()
+    back = State.from_arrays(arrays)
+    assert back.to_arrays().keys() == arrays.keys()
+    for k, a in arrays.items():
+        assert np.array_equal(back.to_arrays()[k], a) and back.to_arrays()[k] is not a, k
+    copy = state.copy()
+    copy.layers[0].history[0, 0] += 1.0
+    assert state.layers[0].history[0, 0] != copy.layers[0].history[0, 0]
+
+
+def test_from_arrays_refuses_missing_and_unknown_names():
+    arrays = State.cleared((4, 3), taps=2).to_arrays()
+    with pytest.raises(SegdendError, match="lacks trace_s1"):
+        State.from_arrays({k: v for k, v in arrays.items() if k != "trace_s1"})
+    with pytest.raises(SegdendError, match="unknown arrays s2"):
+        State.from_arrays({**arrays, "s2": np.zeros(3)})
+
+
+def test_divergence_names_the_layer_and_field():
+    state = State.cleared((4, 3, 2), taps=2)
+    params = initialise(tiny_config(layers=(3, 2), n_inputs=4).model, 0)
+    assert find_divergence(params, state) is None
+    state.layers[2].v[0] = np.nan
+    assert find_divergence(params, state) == "somatic voltages of layer 1"
+    state.layers[2].v[0] = 0.0
+    state.layers[1].trace_L[1] = np.inf
+    assert find_divergence(params, state) == "neuron state trace_L1"

@@ -32,7 +32,7 @@ from segdend.checkpoint import (
     save_checkpoint,
 )
 from segdend.config import RunConfig
-from segdend.engines.base import State, TrainBatch, TrainResult
+from segdend.engines.base import LAYER_FIELDS, State, TrainBatch, TrainResult
 from segdend.engines.registry import get_engine
 from segdend.errors import DivergenceError, SegdendError
 from segdend.network import Params, check_shapes, feedback_shape, initialise
@@ -264,11 +264,13 @@ def find_divergence(params: Params, state: State) -> str | None:
         if not np.all(np.isfinite(a)) or np.max(np.abs(a), initial=0.0) > LIMIT:
             kind = {"W": "weights", "b": "biases", "Y": "feedback weights"}.get(name[0], name)
             return f"{kind} of layer {name.lstrip('WbY_mask')}"
-    for name, a in state.arrays.items():
-        if not np.all(np.isfinite(a)) or np.max(np.abs(a), initial=0.0) > LIMIT:
-            if name.startswith("v"):
-                return f"somatic voltages of layer {int(name[1:]) - 1}"
-            return f"neuron state {name}"
+    for l, layer in enumerate(state.layers):
+        for name in LAYER_FIELDS:
+            a = getattr(layer, name)
+            if not np.all(np.isfinite(a)) or np.max(np.abs(a), initial=0.0) > LIMIT:
+                if name == "v":
+                    return f"somatic voltages of layer {l - 1}"
+                return f"neuron state {name}{l}"
     return None
 
 
@@ -382,7 +384,7 @@ class Trainer:
 
     def _checkpoint_arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"params.{k}": v for k, v in self.params.arrays().items()}
-        arrays.update({f"state.{k}": v for k, v in self.state.arrays.items()})
+        arrays.update({f"state.{k}": v for k, v in self.state.to_arrays().items()})
         arrays.update({f"partial.{k}": v for k, v in self.partial.items()})
         if self.pending is not None:
             arrays.update({f"pending.{k}": v for k, v in self.pending.params.arrays().items()})
@@ -416,7 +418,7 @@ class Trainer:
 
         self.params = Params.from_arrays(group("params."))
         check_shapes(self.config.model, self.params)
-        self.state = State(group("state."))
+        self.state = State.from_arrays(group("state."))
         self.partial = group("partial.")
         self.epoch, self.position = int(meta["epoch"]), int(meta["position"])
         self.epoch_seconds = float(meta["epoch_seconds"])

@@ -34,9 +34,10 @@ def assert_same_params(a, b):
 
 
 def assert_same_state(a, b):
-    assert a.arrays.keys() == b.arrays.keys()
-    for name, x in a.arrays.items():
-        np.testing.assert_allclose(b.arrays[name], x, **CLOSE, err_msg=name)
+    a, b = a.to_arrays(), b.to_arrays()
+    assert a.keys() == b.keys()
+    for name, x in a.items():
+        np.testing.assert_allclose(b[name], x, **CLOSE, err_msg=name)
 
 
 def assert_same_results(a, b):
@@ -119,8 +120,8 @@ def test_chunking_changes_nothing(mode):
                                   whole.records["bp_angle"])
     for name, x in params_a.arrays().items():
         np.testing.assert_array_equal(params_b.arrays()[name], x, err_msg=name)
-    for name, x in state_a.arrays.items():
-        np.testing.assert_array_equal(state_b.arrays[name], x, err_msg=name)
+    for name, x in state_a.to_arrays().items():
+        np.testing.assert_array_equal(state_b.to_arrays()[name], x, err_msg=name)
 
 
 def test_chunking_with_bursts_changes_nothing_beyond_rounding():
@@ -140,8 +141,8 @@ def test_chunking_with_bursts_changes_nothing_beyond_rounding():
     for name, x in params_a.arrays().items():
         np.testing.assert_allclose(params_b.arrays()[name], x, rtol=1e-13, atol=1e-15,
                                    err_msg=name)
-    for name, x in state_a.arrays.items():
-        np.testing.assert_allclose(state_b.arrays[name], x, rtol=1e-13, atol=1e-15,
+    for name, x in state_a.to_arrays().items():
+        np.testing.assert_allclose(state_b.to_arrays()[name], x, rtol=1e-13, atol=1e-15,
                                    err_msg=name)
 
 

@@ -64,9 +64,10 @@ def assert_params_close(a, b, **tol):
 
 
 def assert_states_close(a, b, **tol):
-    assert a.arrays.keys() == b.arrays.keys()
-    for k in a.arrays:
-        np.testing.assert_allclose(b.arrays[k], a.arrays[k], err_msg=k, **(tol or CLOSE))
+    a, b = a.to_arrays(), b.to_arrays()
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], err_msg=k, **(tol or CLOSE))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,9 +275,9 @@ def test_updates_reach_the_callers_arrays_in_place():
     eng = TorchEngine(config)
     p = initialise(config.model, 0)
     W0, state = p.W[0], eng.new_state()
-    v1, before = state.arrays["v1"], p.W[0].copy()
+    v1, before = state.layers[1].v, p.W[0].copy()
     eng.train(p, state, make_batch(config, 2))
-    assert p.W[0] is W0 and state.arrays["v1"] is v1
+    assert p.W[0] is W0 and state.layers[1].v is v1
     assert not np.array_equal(W0, before) and np.any(v1 != 0)
 
 

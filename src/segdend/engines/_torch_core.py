@@ -29,7 +29,7 @@ it are computed and discarded; nothing before depends on them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -39,12 +39,23 @@ from segdend import plasticity, rng
 from segdend.config import RunConfig
 from segdend.engines import _torch_ops as ops
 from segdend.engines import _torch_rng as trng
-from segdend.engines.base import PhaseSummary, State, TestResult, TrainBatch, TrainResult
+from segdend.engines.base import (
+    LAYER_FIELDS,
+    LayerState,
+    PhaseSummary,
+    State,
+    TestResult,
+    TrainBatch,
+    TrainResult,
+)
 from segdend.errors import SegdendError
 from segdend.model import describe
 from segdend.network import Params
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
+TState = list[LayerState[torch.Tensor]]
+"""The carried state on the device while a batch runs, by layer (input first): (S, B, n)
+tensors of S members x B images, ``history`` (S, taps, B, n)."""
 # Bytes of one (T x batch x n) float64 tensor of a test chunk, by device type (small on the
 # CPU, where cache-sized chunks run fastest).
 TEST_BUDGET = {"cpu": 8 << 20, "cuda": 384 << 20}
@@ -179,25 +190,27 @@ class Core:
                 out.keep.append(torch.as_tensor(keep, device=d, dtype=t))
         return out, bounds
 
-    def bind_state(self, states: list[State]) -> tuple[dict[str, torch.Tensor], dict]:
-        bounds = {}
-        st = {}
-        for key, a0 in states[0].arrays.items():
-            shape = (a0.shape[0], 1, a0.shape[1]) if a0.ndim == 2 else (1, a0.shape[0])
-            b = _Bound([s.arrays[key] for s in states], shape, self.device, self.dtype)
-            bounds[key] = b
-            st[key] = b.tensor
+    def bind_state(self, states: list[State]) -> tuple[TState, list[LayerState[_Bound]]]:
+        """The members' states as one :data:`TState` (B = 1) and, by layer, the bindings
+        that write it back."""
+        st, bounds = [], []
+        for l, layer0 in enumerate(states[0].layers):
+            bound = {}
+            for k in LAYER_FIELDS:
+                a0 = getattr(layer0, k)
+                shape = (a0.shape[0], 1, a0.shape[1]) if a0.ndim == 2 else (1, a0.shape[0])
+                bound[k] = _Bound([getattr(s.layers[l], k) for s in states], shape,
+                                  self.device, self.dtype)
+            bounds.append(LayerState(**bound))
+            st.append(LayerState(**{k: b.tensor for k, b in bound.items()}))
         return st, bounds
 
-    def cleared(self, S: int, B: int) -> dict[str, torch.Tensor]:
+    def cleared(self, S: int, B: int) -> TState:
         """Cleared state of S members x B images (MODEL.md 9)."""
-        st = {}
         z = dict(device=self.device, dtype=self.dtype)
-        for l, n in enumerate(self.sizes):
-            for k in ("v", "trace_L", "trace_s", "s", "phi"):
-                st[f"{k}{l}"] = torch.zeros(S, B, n, **z)
-            st[f"history{l}"] = torch.zeros(S, self.taps, B, n, **z)
-        return st
+        return [LayerState(torch.zeros(S, B, n, **z), torch.zeros(S, self.taps, B, n, **z),
+                           *(torch.zeros(S, B, n, **z) for _ in range(4)))
+                for n in self.sizes]
 
     def _basal(self, P: TParams, m: int, s_below: torch.Tensor) -> torch.Tensor:
         """``V_b = W[m] @ s + b[m]`` for every (step, image): (S, ..., n_in) -> (S, ..., n_out)."""
@@ -209,7 +222,7 @@ class Core:
     def _spikes(self, rate64: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return ops.poisson_from_uniform(rate64, u).to(self.dtype)
 
-    def _filter(self, l: int, spk: torch.Tensor, st: dict, steps: int, ext: dict,
+    def _filter(self, l: int, spk: torch.Tensor, st: TState, steps: int, ext: dict,
                 trL: dict, trS: dict) -> torch.Tensor:
         """Filtered trains of layer l over the phase (MODEL.md 2) from its spike counts."""
         c = self.c
@@ -217,10 +230,10 @@ class Core:
         if c.exact_kernel:
             # dynamics.exact_filter_step as a recurrence over the phase:
             # trace(t) = decay * (trace(t-1) + S(t)).
-            trL[l] = self.scan(c.decay_L, c.decay_L * spk, st[f"trace_L{l}"])
-            trS[l] = self.scan(c.decay_s, c.decay_s * spk, st[f"trace_s{l}"])
+            trL[l] = self.scan(c.decay_L, c.decay_L * spk, st[l].trace_L)
+            trS[l] = self.scan(c.decay_s, c.decay_s * spk, st[l].trace_s)
             return (trL[l] - trS[l]) / c.tau_gap
-        hist = st[f"history{l}"].flip(1)
+        hist = st[l].history.flip(1)
         ext[l] = torch.cat([hist.expand(S, *hist.shape[1:]), spk], 1)
         return self.filter(ext[l], steps)
 
@@ -244,12 +257,12 @@ class Core:
 
     # -- spiking phase ------------------------------------------------------------------------
 
-    def spiking_phase(self, P: TParams, st: dict, x_rate64: torch.Tensor, keys: torch.Tensor,
+    def spiking_phase(self, P: TParams, st: TState, x_rate64: torch.Tensor, keys: torch.Tensor,
                       phase: int, lengths: np.ndarray, lengths_dev: torch.Tensor,
                       labels: torch.Tensor | None = None, delays: list | None = None,
                       window: tuple[torch.Tensor, torch.Tensor] | None = None,
                       test: bool = False, hidden: bool = False
-                      ) -> tuple[PhaseSummary, dict | None]:
+                      ) -> tuple[PhaseSummary, TState | None]:
         """One phase of S members x B images (forward, or target when ``labels`` is given).
 
         ``x_rate64`` (S or 1, B, n_in) input rates in float64; ``keys`` (S, B) int64 stream
@@ -275,7 +288,7 @@ class Core:
         else:
             for l in range(1, top + 1):
                 vb = self._basal(P, l - 1, s[l - 1])
-                v0 = st[f"v{l}"]
+                v0 = st[l].v
                 if l < top:
                     v[l] = self.scan(self.hid_a, self.hid_c * vb, v0)
                 elif teach is None:
@@ -321,15 +334,15 @@ class Core:
             n = self.sizes[l]
             for d in (v, phi, s, spk):
                 d[l] = torch.empty(S, T, B, n, **like)
-            cur_v[l] = st[f"v{l}"].expand(S, B, n)
-            cur_s[l] = st[f"s{l}"].expand(S, B, n)
-            cur_phi[l] = st[f"phi{l}"].expand(S, B, n)
+            cur_v[l] = st[l].v.expand(S, B, n)
+            cur_s[l] = st[l].s.expand(S, B, n)
+            cur_phi[l] = st[l].phi.expand(S, B, n)
             if c.exact_kernel:
                 trL[l], trS[l] = torch.empty(S, T, B, n, **like), torch.empty(S, T, B, n, **like)
-                cur_L[l] = st[f"trace_L{l}"].expand(S, B, n)
-                cur_S[l] = st[f"trace_s{l}"].expand(S, B, n)
+                cur_L[l] = st[l].trace_L.expand(S, B, n)
+                cur_S[l] = st[l].trace_s.expand(S, B, n)
             else:
-                hist = st[f"history{l}"].flip(1)
+                hist = st[l].history.flip(1)
                 ext[l] = torch.cat([hist.expand(S, *hist.shape[1:]),
                                     torch.zeros(S, T, B, n, **like)], 1)
         fb = cur_phi if self.fb_key == "phi" else cur_s
@@ -385,7 +398,7 @@ class Core:
             src_trace = phi if self.fb_key == "phi" else s
             for m in range(L - 1):
                 src = self.desc.feedback_source[m]
-                carried = st[f"{self.fb_key}{src}"]
+                carried = getattr(st[src], self.fb_key)
                 # what the apical dendrite saw at each step: the source up to t-1
                 seqs[m] = torch.cat([carried.expand(S, *carried.shape[1:]).unsqueeze(1),
                                      src_trace[src][:, :T - 1]], 1)
@@ -419,26 +432,28 @@ class Core:
             alpha[m] = ops.sigmoid(abar[m])
         return PhaseSummary(vbar, sbar, phibar, abar, alpha, sbar_fb)
 
-    def _carry(self, st, x_rate64, lengths_dev, s, phi, v, ext, trL, trS) -> dict:
+    def _carry(self, st, x_rate64, lengths_dev, s, phi, v, ext, trL, trS) -> TState:
         """The state at each member's last step of the phase (MODEL.md 4)."""
         S = lengths_dev.shape[0]
         idx = lengths_dev - 1
         ar = torch.arange(S, device=self.device)
-        new = dict(st)
+        new = []
         for l in range(self.top + 1):
+            at_end: dict[str, torch.Tensor] = {}
             if l == 0:
-                new["phi0"] = x_rate64.to(self.dtype).expand(S, *x_rate64.shape[1:])
+                at_end["phi"] = x_rate64.to(self.dtype).expand(S, *x_rate64.shape[1:])
             else:
-                new[f"v{l}"] = v[l][ar, idx]
-                new[f"phi{l}"] = phi[l][ar, idx]
-            new[f"s{l}"] = s[l][ar, idx]
+                at_end["v"] = v[l][ar, idx]
+                at_end["phi"] = phi[l][ar, idx]
+            at_end["s"] = s[l][ar, idx]
             if self.c.exact_kernel:
-                new[f"trace_L{l}"] = trL[l][ar, idx]
-                new[f"trace_s{l}"] = trS[l][ar, idx]
+                at_end["trace_L"] = trL[l][ar, idx]
+                at_end["trace_s"] = trS[l][ar, idx]
             else:
                 k = torch.arange(self.taps, device=self.device)
                 hidx = self.taps + idx[:, None] - k[None, :]
-                new[f"history{l}"] = ext[l][ar[:, None], hidx]
+                at_end["history"] = ext[l][ar[:, None], hidx]
+            new.append(replace(st[l], **at_end))
         return new
 
     # -- rate mode (MODEL.md 8) ---------------------------------------------------------------
@@ -542,7 +557,7 @@ class Core:
         c, top, n_hidden = self.c, self.top, self.n_hidden
         spiking = self.desc.spiking
         P, pbounds = self.bind_params(params_list)
-        st, sbounds = self.bind_state(states) if spiking else ({}, {})
+        st, sbounds = self.bind_state(states) if spiking else ([], [])
         pix = torch.as_tensor(np.stack([np.asarray(b.pixels, dtype=np.float64)
                                         for b in batches])).to(dev)
         labels = torch.as_tensor(np.stack([np.asarray(b.labels, dtype=np.int64)
@@ -595,10 +610,12 @@ class Core:
             correct[:, i] = torch.argmax(fwd.vbar[top - 1], dim=-1) == y
         for b in pbounds:
             b.write_back()
-        for key, b in sbounds.items():
-            if st[key] is not b.tensor:
-                b.tensor.copy_(st[key].reshape(b.tensor.shape))
-            b.write_back()
+        for layer, bound in zip(st, sbounds, strict=True):
+            for k in LAYER_FIELDS:
+                b, now = getattr(bound, k), getattr(layer, k)
+                if now is not b.tensor:
+                    b.tensor.copy_(now.reshape(b.tensor.shape))
+                b.write_back()
         lo, lh, co = loss_out.cpu().numpy(), loss_hidden.cpu().numpy(), correct.cpu().numpy()
         an = angles.cpu().numpy()
         out = []

@@ -12,17 +12,19 @@ What an engine records and supports is declared as data, an :class:`EngineInfo` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from segdend.errors import SegdendError
 from segdend.network import Params
 
 if TYPE_CHECKING:
     from segdend.config import RunConfig
 
+A = TypeVar("A")
 
 @dataclass
 class PhaseSummary:
@@ -47,33 +49,82 @@ class PhaseSummary:
     traces: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-@dataclass
-class State:
-    """What carries over from one training example to the next (MODEL.md 4).
+@dataclass(slots=True)
+class LayerState(Generic[A]):
+    """What one layer (n neurons) carries from one training example to the next (MODEL.md 4).
 
-    Arrays by layer including the input layer at index 0: ``v`` somatic voltages (index 0
-    unused), ``history`` spike counts of the last ``taps`` steps (newest first) for the
-    truncated kernel, ``trace_L``/``trace_s`` for the exact kernel, ``s`` the current filtered
-    trains, ``phi`` the current rates. Rate mode carries nothing between examples.
+    ``v`` (n,) somatic voltage (unused for the input layer); ``history`` (taps, n) spike
+    counts of the last ``taps`` steps, newest first, for the truncated kernel; ``trace_L``,
+    ``trace_s`` (n,) the two exponential traces of the exact kernel; ``s`` (n,) the current
+    filtered spike train; ``phi`` (n,) the current rates. The shapes never change. A
+    :class:`State` holds NumPy float64 arrays; the torch engine keeps the same structure over
+    (S, B, ...) tensors while it simulates.
     """
 
-    arrays: dict[str, np.ndarray]
+    v: A
+    history: A
+    trace_L: A
+    trace_s: A
+    s: A
+    phi: A
+
+    @classmethod
+    def cleared(cls, n: int, taps: int) -> LayerState[np.ndarray]:
+        """Voltage zero, an empty spike history, no activity (MODEL.md 4 and 9)."""
+        return cls(np.zeros(n), np.zeros((taps, n)), np.zeros(n), np.zeros(n), np.zeros(n),
+                   np.zeros(n))
+
+    def copy(self) -> LayerState[A]:
+        return LayerState(*(getattr(self, k).copy() for k in LAYER_FIELDS))
+
+
+LAYER_FIELDS = tuple(f.name for f in fields(LayerState))
+"""The fields of :class:`LayerState` in the order of a checkpoint's keys."""
+
+
+@dataclass
+class State:
+    """What carries over from one training example to the next (MODEL.md 4): a
+    :class:`LayerState` per layer, ``layers[0]`` the input layer, then the hidden layers and
+    the output. Rate mode carries nothing between examples.
+
+    In a checkpoint it is flat arrays named ``<field><layer>`` (``v1``, ``history0``,
+    ``trace_L2``, ...): :meth:`to_arrays` and :meth:`from_arrays`, the layout of every
+    checkpoint segdend has written.
+    """
+
+    layers: list[LayerState[np.ndarray]]
+
+    @classmethod
+    def cleared(cls, sizes: Sequence[int], taps: int) -> State:
+        """All voltages zero, empty spike histories, no activity (MODEL.md 4 and 9), for
+        layers of ``sizes`` (input first) and a kernel of ``taps`` steps."""
+        return cls([LayerState.cleared(n, taps) for n in sizes])
 
     def copy(self) -> State:
-        return State({k: v.copy() for k, v in self.arrays.items()})
+        return State([layer.copy() for layer in self.layers])
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays themselves (no copies) by their checkpoint names, layer by layer."""
+        return {f"{k}{l}": getattr(layer, k) for l, layer in enumerate(self.layers)
+                for k in LAYER_FIELDS}
 
-def cleared_state(sizes: tuple[int, ...], taps: int) -> State:
-    """All voltages zero, empty spike histories, no activity (MODEL.md 4 and 9)."""
-    arrays: dict[str, np.ndarray] = {}
-    for l, n in enumerate(sizes):
-        arrays[f"v{l}"] = np.zeros(n)
-        arrays[f"history{l}"] = np.zeros((taps, n))
-        arrays[f"trace_L{l}"] = np.zeros(n)
-        arrays[f"trace_s{l}"] = np.zeros(n)
-        arrays[f"s{l}"] = np.zeros(n)
-        arrays[f"phi{l}"] = np.zeros(n)
-    return State(arrays)
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> State:
+        """The state of :meth:`to_arrays`' arrays (copied as float64); refuses a set of names
+        that is not exactly the fields of layers 0, 1, ..."""
+        layers, l = [], 0
+        while f"v{l}" in arrays:
+            missing = [f"{k}{l}" for k in LAYER_FIELDS if f"{k}{l}" not in arrays]
+            if missing:
+                raise SegdendError(f"the carried state lacks {', '.join(missing)}")
+            layers.append(LayerState(*(np.array(arrays[f"{k}{l}"], dtype=np.float64)
+                                       for k in LAYER_FIELDS)))
+            l += 1
+        extra = sorted(set(arrays) - {f"{k}{i}" for i in range(l) for k in LAYER_FIELDS})
+        if extra:
+            raise SegdendError(f"the carried state has unknown arrays {', '.join(extra)}")
+        return cls(layers)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from segdend.config import RunConfig
 from segdend.engines import _numba_learn as learn
 from segdend.engines import _numba_sim as sim
 from segdend.engines._numba_prims import feedback_index, rule_index
-from segdend.engines.base import State, TestResult, TrainBatch, TrainResult, cleared_state
+from segdend.engines.base import State, TestResult, TrainBatch, TrainResult
 from segdend.engines.limits import numba_unsupported_reason as unsupported_reason
 from segdend.errors import SegdendError
 from segdend.model import ModelDescription, describe
@@ -109,43 +109,43 @@ class NumbaEngine:
                 YT[cfg.yoff[l]:cfg.yoff[l] + y.size].reshape(sizes[cfg.src[l]], sizes[l]), y)
 
     def _load_state(self, state: State) -> sim.Net:
-        a, cfg, taps = state.arrays, self.cfg, self.desc.taps
+        cfg, taps = self.cfg, self.desc.taps
         n_all = int(cfg.noff[-1])
         net = sim.Net(np.zeros(n_all), np.zeros(n_all), np.zeros(n_all), np.zeros(n_all),
                       np.zeros(n_all), np.zeros((taps, n_all)), np.zeros((taps + 1, n_all)),
                       np.zeros(n_all), np.zeros(n_all), np.zeros(1, dtype=np.int64))
         for l in range(self.top + 1):
-            sl = slice(cfg.noff[l], cfg.noff[l + 1])
-            net.v[sl] = a[f"v{l}"]
-            net.phi[sl] = a[f"phi{l}"]
-            net.s[sl] = a[f"s{l}"]
-            net.trace_L[sl] = a[f"trace_L{l}"]
-            net.trace_s[sl] = a[f"trace_s{l}"]
+            sl, layer = slice(cfg.noff[l], cfg.noff[l + 1]), state.layers[l]
+            net.v[sl] = layer.v
+            net.phi[sl] = layer.phi
+            net.s[sl] = layer.s
+            net.trace_L[sl] = layer.trace_L
+            net.trace_s[sl] = layer.trace_s
             # history[k] = S(t-k) goes to ring row (-1-k) mod taps: the next step writes row 0
-            net.hist[(-1 - np.arange(taps)) % taps, sl] = a[f"history{l}"]
+            net.hist[(-1 - np.arange(taps)) % taps, sl] = layer.history
         return net
 
     def _store_state(self, state: State, net: sim.Net) -> None:
-        a, cfg, c, taps = state.arrays, self.cfg, self.c, self.desc.taps
+        cfg, c, taps = self.cfg, self.c, self.desc.taps
         rows = (net.clock[0] - 1 - np.arange(taps)) % taps  # newest first
         for l in range(self.top + 1):
-            sl = slice(cfg.noff[l], cfg.noff[l + 1])
+            sl, layer = slice(cfg.noff[l], cfg.noff[l + 1]), state.layers[l]
             if l > 0:
-                _put(a, f"v{l}", net.v[sl])
-            _put(a, f"phi{l}", net.phi[sl])
+                layer.v = _put(layer.v, net.v[sl])
+            layer.phi = _put(layer.phi, net.phi[sl])
             if c.exact_kernel:
-                _put(a, f"trace_L{l}", net.trace_L[sl])
-                _put(a, f"trace_s{l}", net.trace_s[sl])
-                _put(a, f"s{l}", net.s[sl])
+                layer.trace_L = _put(layer.trace_L, net.trace_L[sl])
+                layer.trace_s = _put(layer.trace_s, net.trace_s[sl])
+                layer.s = _put(layer.s, net.s[sl])
             else:
                 history = net.hist[rows, sl]
-                _put(a, f"history{l}", history)
-                _put(a, f"s{l}", dyn.filtered_spikes(c.kappa, history))
+                layer.history = _put(layer.history, history)
+                layer.s = _put(layer.s, dyn.filtered_spikes(c.kappa, history))
 
     # -- the contract -------------------------------------------------------------------------
 
     def new_state(self) -> State:
-        return cleared_state(self.sizes, self.desc.taps)
+        return State.cleared(self.sizes, self.desc.taps)
 
     def train(self, params: Params, state: State, batch: TrainBatch,
               record: tuple[str, ...] = ()) -> TrainResult:
@@ -272,13 +272,13 @@ def _constants(config: RunConfig, desc: ModelDescription) -> learn.Cfg:
     )
 
 
-def _put(arrays: dict[str, np.ndarray], key: str, value: np.ndarray) -> None:
-    """Write into the state's array in place when it fits (callers may hold it), else replace."""
-    old = arrays.get(key)
-    if old is not None and old.shape == value.shape and old.dtype == np.float64:
+def _put(old: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """``value`` written into the state's array ``old`` in place when it fits (callers may
+    hold it), else as a new float64 array to replace it."""
+    if old.shape == value.shape and old.dtype == np.float64:
         old[...] = value
-    else:
-        arrays[key] = np.array(value, dtype=np.float64)
+        return old
+    return np.array(value, dtype=np.float64)
 
 
 def _burst_keys(batch: TrainBatch, rule: plasticity.Rule, n: int) -> np.ndarray:

@@ -19,12 +19,12 @@ from segdend import dynamics as dyn
 from segdend import plasticity, rng
 from segdend.config import RunConfig
 from segdend.engines.base import (
+    LayerState,
     PhaseSummary,
     State,
     TestResult,
     TrainBatch,
     TrainResult,
-    cleared_state,
 )
 from segdend.model import describe
 from segdend.network import Params
@@ -60,55 +60,55 @@ class ReferenceEngine:
         self.feedback = self.desc.feedback
 
     def new_state(self) -> State:
-        return cleared_state(self.sizes, self.desc.taps)
+        return State.cleared(self.sizes, self.desc.taps)
 
     # -- one step ---------------------------------------------------------------------------
 
-    def _emit(self, a: dict[str, np.ndarray], l: int, spikes: np.ndarray) -> None:
-        """Record layer l's spikes of this step and update its filtered train (MODEL.md 2)."""
+    def _emit(self, layer: LayerState, spikes: np.ndarray) -> None:
+        """Record a layer's spikes of this step and update its filtered train (MODEL.md 2)."""
         c = self.c
         if c.exact_kernel:
-            a[f"trace_L{l}"], a[f"trace_s{l}"], a[f"s{l}"] = dyn.exact_filter_step(
-                a[f"trace_L{l}"], a[f"trace_s{l}"], spikes, c.decay_L, c.decay_s, c.tau_gap)
+            layer.trace_L, layer.trace_s, layer.s = dyn.exact_filter_step(
+                layer.trace_L, layer.trace_s, spikes, c.decay_L, c.decay_s, c.tau_gap)
         else:
-            h = a[f"history{l}"]
+            h = layer.history
             h[1:] = h[:-1].copy()
             h[0] = spikes
-            a[f"s{l}"] = dyn.filtered_spikes(c.kappa, h)
+            layer.s = dyn.filtered_spikes(c.kappa, h)
 
-    def _feedback_signal(self, a: dict[str, np.ndarray], m: int) -> np.ndarray:
+    def _feedback_signal(self, layers: list[LayerState], m: int) -> np.ndarray:
         """What hidden layer m's apical dendrite sees: filtered spikes (or rates) of the output
         layer (broadcast) or of layer m+1 (layer-wise), as they stand before the source's
         update in this step, i.e. up to step t-1."""
-        key = "phi" if self.desc.feedback_rates else "s"
-        return a[f"{key}{self.desc.feedback_source[m]}"]
+        source = layers[self.desc.feedback_source[m]]
+        return source.phi if self.desc.feedback_rates else source.s
 
     def step(self, params: Params, state: State, x_rate: np.ndarray, phase: int, t: int,
              draw: SpikeSource, g_E: np.ndarray | None, g_I: np.ndarray | None) -> dict:
         """Advance the whole network by one time step; returns this step's traces."""
-        a, c = state.arrays, self.c
-        self._emit(a, 0, draw(phase, t, 0, x_rate))
-        a["phi0"] = x_rate
+        layers, c = state.layers, self.c
+        self._emit(layers[0], draw(phase, t, 0, x_rate))
+        layers[0].phi = x_rate
         rec: dict[str, list[np.ndarray]] = {"v": [], "v_apical": [], "s_below": [], "phi": [],
                                             "s_fb": [], "v_basal": []}
         for l in range(1, self.top + 1):
-            m = l - 1
-            s_below = a[f"s{l - 1}"]
+            m, layer = l - 1, layers[l]
+            s_below = layers[l - 1].s
             v_basal = dyn.dendrite(params.W[m], s_below, params.b[m])
             if l < self.top:
-                s_fb = self._feedback_signal(a, m)
+                s_fb = self._feedback_signal(layers, m)
                 v_apical = dyn.dendrite(params.Y[m], s_fb, 0.0)
-                v = dyn.hidden_soma_step(a[f"v{l}"], v_basal, v_apical, c.g_L, c.g_B, c.g_A,
+                v = dyn.hidden_soma_step(layer.v, v_basal, v_apical, c.g_L, c.g_B, c.g_A,
                                          c.dt)
                 rec["v_apical"].append(v_apical)
                 rec["s_fb"].append(s_fb)
             else:
                 current = (0.0 if g_E is None
-                           else dyn.teaching_current(a[f"v{l}"], g_E, g_I, c.E_E, c.E_I))
-                v = dyn.output_soma_step(a[f"v{l}"], v_basal, current, c.g_L, c.g_D, c.dt)
+                           else dyn.teaching_current(layer.v, g_E, g_I, c.E_E, c.E_I))
+                v = dyn.output_soma_step(layer.v, v_basal, current, c.g_L, c.g_D, c.dt)
             phi = dyn.rate(v, c.phi_max)
-            a[f"v{l}"], a[f"phi{l}"] = v, phi
-            self._emit(a, l, draw(phase, t, l, phi))
+            layer.v, layer.phi = v, phi
+            self._emit(layer, draw(phase, t, l, phi))
             rec["v"].append(v)
             rec["v_basal"].append(v_basal)
             rec["s_below"].append(s_below)

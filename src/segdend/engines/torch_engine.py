@@ -30,7 +30,7 @@ from segdend.engines._torch_core import (
     Core,
     resolve_device,
 )
-from segdend.engines.base import State, TestResult, TrainBatch, TrainResult, cleared_state
+from segdend.engines.base import State, TestResult, TrainBatch, TrainResult
 from segdend.engines.limits import torch_unsupported_reason as unsupported_reason
 from segdend.errors import SegdendError
 from segdend.network import Params
@@ -67,7 +67,7 @@ class _TorchBase:
                 torch.set_num_threads(old)
 
     def new_state(self) -> State:
-        return cleared_state(self.sizes, self.desc.taps)
+        return State.cleared(self.sizes, self.desc.taps)
 
     def _rates(self, configs: Sequence[RunConfig]) -> tuple[np.ndarray, np.ndarray | None]:
         """Per member: the update coefficients ``eta * P`` of each layer

@@ -145,11 +145,11 @@ def jacobian_curve(run_dir: Path) -> dict[str, Any]:
     the end of that epoch; the paper uses each example's own weights, so mid-epoch values
     are an approximation).
     """
-    from segdend.dynamics import Constants
+    from segdend.model import describe
 
     run_dir = Path(run_dir)
     cfg = config_of(run_dir)
-    c = Constants.from_config(cfg.model)
+    c = describe(cfg).constants
     snaps = sorted((run_dir / "snapshots").glob("jacobian_*.safetensors"))
     xs, ys = [], []
     if snaps:
