@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from segdend.config import RunConfig
 
 A = TypeVar("A")
+"""A layer's array type: ``np.ndarray`` in a :class:`State`, ``torch.Tensor`` in torch."""
+
 
 @dataclass
 class PhaseSummary:
