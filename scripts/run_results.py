@@ -4,7 +4,7 @@ Each (experiment, condition) becomes one run directory under runs/results/ID/run
 with exactly the config `segdend reproduce ID` builds for the same options, so reproduce then
 skips the finished runs and only analyses and draws. Usage:
 
-    python scripts/run_results.py --data-dir DIR [--workers 2]
+    python scripts/run_results.py --data-dir DIR [--workers 2] [--only ID,ID]
 """
 
 from __future__ import annotations
@@ -154,11 +154,15 @@ def main() -> None:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--out", default="runs/results")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated experiment ids to train (default: the whole plan)")
     args = ap.parse_args()
     out = Path(args.out)
+    only = set(args.only.split(",")) if args.only else None
     # Short runs (a few epochs) first, then the plan's order, seed by seed.
     jobs = sorted(((e, n, c, seeds, i, args.data_dir, out)
-                   for e, n, conds, seeds in PLAN for i in range(seeds) for c in conds),
+                   for e, n, conds, seeds in PLAN for i in range(seeds) for c in conds
+                   if only is None or e in only),
                   key=lambda j: (j[1] > 2, [p[0] for p in PLAN].index(j[0]), j[4]))
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         for line in pool.imap_unordered(train_one, jobs):
