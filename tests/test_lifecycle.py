@@ -1,6 +1,6 @@
 """One run lifecycle (issue 12): `segdend train` (Python API and CLI), `segdend reproduce` and
 `segdend sweep` decide what to do with a run directory by the same rules
-(:func:`segdend.rundir.run_state`). Every scenario below is set up once, copied to where each
+(:func:`segdend.lifecycle.run_state`). Every scenario below is set up once, copied to where each
 entry point expects its run, and run through all of them; they must agree with one table."""
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from segdend.config import apply_overrides, config_from_dict
 from segdend.errors import SegdendError
 from segdend.experiments.registry import get_experiment
 from segdend.experiments.runner import plan_runs, reproduce
+from segdend.lifecycle import Outcome, run_state
 from segdend.presets import build_config
-from segdend.rundir import Outcome, run_state, write_run_info
+from segdend.rundir import write_run_info
 from segdend.train import run_config
 
 SETS = ["model.n_inputs=16", "model.layers=[8, 3]", "phases.min_length=25", "phases.window=10",

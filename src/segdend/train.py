@@ -793,14 +793,15 @@ def run_config(config: RunConfig, *, resume: bool = False, progress: bool = Fals
 
     Everything is checked before the run directory changes: the config and its sizes, the
     output location (created, writable, not in use by another process: it is locked for
-    the whole run), what the directory holds (:func:`segdend.rundir.run_state`: ``start`` a
+    the whole run), what the directory holds (:func:`segdend.lifecycle.run_state`: ``start`` a
     new run, or for ``resume`` the run there), the data, and the checkpoint. An old run that
     is replaced (with ``output.overwrite``, or one that never trained) is removed only then,
     when the new one starts. Ctrl-C
     or SIGTERM during start-up stops at once (:class:`TrainingInterrupted` with ``started``
     False); during training, at the end of the current chunk with a checkpoint.
     """
-    from segdend.rundir import Outcome, claim, clear_run, default_run_dir, run_state, write_run_info
+    from segdend.lifecycle import Outcome, clear_run, run_state
+    from segdend.rundir import claim, default_run_dir, write_run_info
 
     check_memory(config.model)
     emit = log or (lambda s: None)

@@ -58,7 +58,8 @@ def train(
             raise SegdendError("--resume continues a run with its own config.json; only --epochs, "
                                "--data-dir, --engine, --device and --test-examples may be given")
         from segdend.config import apply_overrides, config_from_dict
-        from segdend.rundir import load_run_config, run_state
+        from segdend.lifecycle import run_state
+        from segdend.rundir import load_run_config
 
         if not (resume / "config.json").is_file():  # no run, not a run, or a damaged one
             run_state(resume, build_config(DEFAULT_PRESET), intent="resume").check()

@@ -9,7 +9,7 @@ Layout of the output directory (default ``runs/reproduce/ID``)::
     ID.png, ID.pdf         the figure
 
 Runs are trained one after the other. What each run directory needs is decided by
-:func:`segdend.rundir.run_state` (intent ``continue``, the rules of ``segdend sweep`` too): a
+:func:`segdend.lifecycle.run_state` (intent ``continue``, the rules of ``segdend sweep`` too): a
 run that already finished is skipped, one finished after fewer epochs is extended, an
 unfinished one is resumed from its last checkpoint (so an interrupted reproduction continues
 where it stopped), one that diverged is skipped, one that never trained is started again; a
@@ -33,7 +33,8 @@ from segdend.config import RunConfig
 from segdend.errors import DivergenceError, SegdendError
 from segdend.experiments.base import PAPER_TEST_EXAMPLES, Experiment
 from segdend.experiments.runs import n_test_of, n_train_of, remember_dataset
-from segdend.rundir import Outcome, RunState, load_run_config, run_state
+from segdend.lifecycle import Outcome, RunState, run_state
+from segdend.rundir import load_run_config
 
 MIN_STEP = 100  # examples between snapshots of a stepped run, at least
 
@@ -223,7 +224,7 @@ def _run_one(exp: Experiment, run: PlannedRun, state: RunState, data, log,
 
 
 def _run_state(run: PlannedRun) -> RunState:
-    """What a planned run's directory needs (:func:`segdend.rundir.run_state`); raises when
+    """What a planned run's directory needs (:func:`segdend.lifecycle.run_state`); raises when
     it cannot be reused (a run of another config, files that are not a run, ...)."""
     return run_state(run.run_dir, run.config, asker="the reproduction").check()
 

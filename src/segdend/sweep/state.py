@@ -1,5 +1,5 @@
 """One run's directory as a sweep sees it: what to do with it (new, resume, finished,
-diverged, or refuse: :func:`segdend.rundir.run_state`, the rules of ``segdend train`` and
+diverged, or refuse: :func:`segdend.lifecycle.run_state`, the rules of ``segdend train`` and
 ``segdend reproduce`` too), how far its checkpoint got, and its final test error."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from segdend.config import RunConfig
-from segdend.rundir import Outcome, RunState, checkpoint_position
-from segdend.rundir import run_state as rundir_run_state
+from segdend.lifecycle import Outcome, RunState, checkpoint_position
+from segdend.lifecycle import run_state as rundir_run_state
 
 __all__ = ["SWEEP_STATES", "checkpoint_position", "final_test_error", "run_lifecycle",
            "run_state"]
@@ -17,11 +17,11 @@ __all__ = ["SWEEP_STATES", "checkpoint_position", "final_test_error", "run_lifec
 SWEEP_STATES = {Outcome.NEW: "new", Outcome.REPLACE: "new", Outcome.RESUME: "resume",
                 Outcome.EXTEND: "resume", Outcome.FINISHED: "finished",
                 Outcome.DIVERGED: "diverged"}
-"""The sweep's word for each outcome of :func:`segdend.rundir.run_state` but ``REFUSED``."""
+"""The sweep's word for each outcome of :func:`segdend.lifecycle.run_state` but ``REFUSED``."""
 
 
 def run_lifecycle(config: RunConfig) -> RunState:
-    """What to do with a sweep run's directory (:func:`segdend.rundir.run_state`, intent
+    """What to do with a sweep run's directory (:func:`segdend.lifecycle.run_state`, intent
     ``continue``: the same rules as ``segdend reproduce``); a refusal raises SegdendError."""
     return rundir_run_state(Path(config.output.out or "."), config, asker="the sweep").check()
 
