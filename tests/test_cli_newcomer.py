@@ -351,7 +351,10 @@ def test_progress_rate_is_recent_not_since_start():
 def test_no_absolute_machine_paths_in_tests_benchmarks_and_docs():
     pattern = re.compile(r"/(work|home/\w+|Users/\w+)/")
     files = [*ROOT.glob("src/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("benchmarks/*.py"),
-             *ROOT.glob("scripts/*.py"), *ROOT.glob("docs/*.md"), ROOT / "README.md"]
+             *ROOT.glob("scripts/*.py"), *ROOT.glob("docs/*.md"), ROOT / "README.md",
+             # committed run records: fixtures and results/ travel to users' machines too
+             *ROOT.glob("tests/fixtures/**/*.json"), *ROOT.glob("tests/fixtures/**/*.txt"),
+             *ROOT.glob("results/**/*.json"), *ROOT.glob("results/**/*.csv")]
     bad = [f"{p.relative_to(ROOT)}:{i}" for p in files
            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not bad, bad
