@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_results import (  # noqa: E402
     COMMON,
     PLAN,
+    committed_twins,
     finished,
     options,
     restore_committed,
@@ -113,20 +114,11 @@ def write_prefix_checks(exp_id: str, planned, results: Path, dest: Path) -> None
     is compared column by column (all of metrics.csv but the wall-clock seconds) and written to
     DEST/determinism.csv; a difference is printed, since it would mean a run is not
     reproducible."""
-    from segdend.checkpoint import config_fingerprint
-    from segdend.rundir import load_run_config
-
     rows = []
     for r in planned:
-        want = config_fingerprint(r.config.to_json())
         mine = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
-        for info in sorted(results.glob("*/runs/*/seed*/config.json")):
-            other = info.parent
-            if other.parts[-4] == exp_id:
-                continue
-            cfg = load_run_config(other)
-            if (config_fingerprint(cfg.to_json()) != want
-                    or cfg.training.epochs <= r.config.training.epochs):
+        for other, cfg in committed_twins(r, results):
+            if other.parts[-4] == exp_id or cfg.training.epochs <= r.config.training.epochs:
                 continue
             theirs = list(csv.DictReader(open(other / "metrics.csv")))[:len(mine)]
             cols = [c for c in (mine[0] if mine else {}) if c != "seconds"]

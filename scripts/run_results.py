@@ -75,19 +75,24 @@ def restore_committed(exp, run, results: Path = Path("results")) -> bool:
     return True
 
 
-def identical_committed_run(run, results: Path) -> Path | None:
-    """A committed run of any experiment with the same trajectory-determining config and
-    epochs (depth's `h1` seed 2 is sparse's `regular` seed 2), with its repeated tests."""
+def committed_twins(run, results: Path):
+    """Committed runs (under ``results``, any experiment) with the same trajectory-determining
+    config as ``run``, whatever their epochs: each as (run directory, its config)."""
     from segdend.checkpoint import config_fingerprint
     from segdend.rundir import load_run_config
 
     want = config_fingerprint(run.config.to_json())
     for info in sorted(results.glob("*/runs/*/seed*/run.json")):
-        other = info.parent
-        if not (other / "evaluations").is_dir():
-            continue
-        cfg = load_run_config(other)
-        if (config_fingerprint(cfg.to_json()) == want
+        cfg = load_run_config(info.parent)
+        if config_fingerprint(cfg.to_json()) == want:
+            yield info.parent, cfg
+
+
+def identical_committed_run(run, results: Path) -> Path | None:
+    """A committed run of any experiment with the same trajectory-determining config and
+    epochs (depth's `h1` seed 2 is sparse's `regular` seed 2), with its repeated tests."""
+    for other, cfg in committed_twins(run, results):
+        if ((other / "evaluations").is_dir()
                 and cfg.training.epochs == run.config.training.epochs):
             return other
     return None

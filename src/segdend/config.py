@@ -22,6 +22,14 @@ from segdend import rng
 from segdend.errors import SegdendError
 
 
+def _registry_name(v: str, what: str) -> str:
+    """A name of a registry above the config's floor (checked against it when an engine is
+    built); here only that it is one."""
+    if not v.isidentifier():
+        raise ValueError(f"must be the name of {what}; got {v!r}")
+    return v
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
@@ -90,10 +98,7 @@ class ModelConfig(_Section):
     @field_validator("feedback")
     @classmethod
     def _feedback_named(cls, v: str) -> str:
-        if not v.isidentifier():
-            raise ValueError(f"must be the name of a feedback variant (feedback.FEEDBACK_VARIANTS); "
-                             f"got {v!r}")
-        return v
+        return _registry_name(v, "a feedback variant (feedback.FEEDBACK_VARIANTS)")
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -234,10 +239,7 @@ class TrainingConfig(_Section):
     @field_validator("learning_rule")
     @classmethod
     def _rule_named(cls, v: str) -> str:
-        if not v.isidentifier():
-            raise ValueError(f"must be the name of a learning rule (plasticity.HIDDEN_RULES); "
-                             f"got {v!r}")
-        return v
+        return _registry_name(v, "a learning rule (plasticity.HIDDEN_RULES)")
 
     @field_validator("burst_scale")
     @classmethod
