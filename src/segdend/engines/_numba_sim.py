@@ -112,25 +112,53 @@ def test_spiking(c, WT, B, YT, pixels, keys, T, nwin, n_blocks, out_v, out_rates
 
 
 @numba.njit(**JIT_OPTIONS)
-def rate_forward(c, WT, B, YT, pixels, label, sm, rates, vb):
+def add_rows(acc, M, rows, coefs, count):
+    """``acc[i] += coefs[k] * M[rows[k], i]`` for ``k = 0 .. count-1`` in that order: the
+    sum over presynaptic units of dynamics.dendrite (MODEL.md 3, 8), one row per unit.
+
+    Four rows per pass over ``acc``: each element still gets the same products added one at
+    a time in the same order (``((acc + p0) + p1) + ...``, a mul then an add each), but
+    ``acc`` is loaded and stored once per four rows instead of once per row, which is what
+    bounds a row-at-a-time loop."""
+    n = acc.size
+    k = 0
+    while k + 4 <= count:
+        r0, r1, r2, r3 = coefs[k], coefs[k + 1], coefs[k + 2], coefs[k + 3]
+        w0, w1, w2, w3 = M[rows[k]], M[rows[k + 1]], M[rows[k + 2]], M[rows[k + 3]]
+        for i in range(n):
+            acc[i] = acc[i] + r0 * w0[i] + r1 * w1[i] + r2 * w2[i] + r3 * w3[i]
+        k += 4
+    while k < count:
+        r, w = coefs[k], M[rows[k]]
+        for i in range(n):
+            acc[i] += r * w[i]
+        k += 1
+
+
+@numba.njit(**JIT_OPTIONS)
+def rate_forward(c, WT, B, YT, pixels, label, sm, rates, vb, rows, coefs):
     """ReferenceEngine.rate_phase for the forward phase and, when ``label >= 0``, the target
     phase (the hidden layers are the same in both). Fills ``sm.vbar_f``, ``sm.phibar_t``
-    (output), plateaus; ``rates`` gets every layer's forward rates (= sbar_f and sbar_fb_f)."""
+    (output), plateaus; ``rates`` gets every layer's forward rates (= sbar_f and sbar_fb_f).
+    ``rows``, ``coefs``: scratch (int and float, ``max(sizes)``) for the nonzero presynaptic
+    units of a layer and their rates."""
     sizes, noff, woff = c.sizes, c.noff, c.woff
     top = sizes.size - 1
     for j in range(sizes[0]):
         rates[j] = c.phi_max * pixels[j]
     for l in range(1, top + 1):
-        n, base, pre = sizes[l], noff[l], noff[l - 1]
-        for i in range(n):  # dynamics.dendrite, skipping silent presynaptic units
-            vb[i] = 0.0
-        rates_pre = rates[pre:pre + sizes[l - 1]]
-        for j in range(sizes[l - 1]):
-            r = rates_pre[j]
+        n, base, pre, n_pre = sizes[l], noff[l], noff[l - 1], sizes[l - 1]
+        v_acc = vb[:n]
+        v_acc[:] = 0.0
+        count = 0  # dynamics.dendrite, skipping silent presynaptic units
+        for j in range(n_pre):
+            r = rates[pre + j]
             if r != 0.0:
-                w_row = WT[woff[l - 1] + j * n:woff[l - 1] + (j + 1) * n]
-                for i in range(n):
-                    vb[i] += r * w_row[i]
+                rows[count] = j
+                coefs[count] = r
+                count += 1
+        w_l = WT[woff[l - 1]:woff[l]].reshape((n_pre, n))
+        add_rows(v_acc, w_l, rows, coefs, count)
         b_l, v_l, r_l = B[base:base + n], sm.vbar_f[base:base + n], rates[base:base + n]
         for i in range(n):
             vb[i] += b_l[i]
@@ -151,21 +179,20 @@ def rate_forward(c, WT, B, YT, pixels, label, sm, rates, vb):
                     t_l[i] = rate_fast(ui, c.phi_max)
     if label < 0:
         return
-    # plateaus: Y @ phibar of the source, forward and target
+    # plateaus: Y @ phibar of the source, forward and target (every source unit, zero or not)
     tb = noff[top]
     for l in range(1, top):
         n, base, src, y0 = sizes[l], noff[l], c.src[l], c.yoff[l]
-        sb = noff[src]
+        sb, ns = noff[src], sizes[src]
         a_f, a_t = sm.abar_f[base:base + n], sm.abar_t[base:base + n]
         a_f[:] = 0.0
         a_t[:] = 0.0
-        for j in range(sizes[src]):
-            f = rates[sb + j]
-            g = sm.phibar_t[sb + j] if sb == tb else f
-            y_j = YT[y0 + j * n:y0 + (j + 1) * n]
-            for i in range(n):
-                a_f[i] += f * y_j[i]
-                a_t[i] += g * y_j[i]
+        y_l = YT[y0:y0 + ns * n].reshape((ns, n))
+        for j in range(ns):
+            rows[j] = j
+        add_rows(a_f, y_l, rows, rates[sb:sb + ns], ns)
+        add_rows(a_t, y_l, rows, sm.phibar_t[sb:sb + ns] if sb == tb else rates[sb:sb + ns],
+                 ns)
         sm.alpha_f[base:base + n] = plateau(sm.abar_f[base:base + n])
         sm.alpha_t[base:base + n] = plateau(sm.abar_t[base:base + n])
 
@@ -177,8 +204,10 @@ def train_rate(c, WT, B, YT, KT, pixels, labels, noise_keys, burst_keys, loss_ou
     sm = new_summary(c)
     net = new_net(c)  # unused: rate mode has no ring to correct
     vb = np.zeros(np.max(c.sizes))
+    rows = np.zeros(np.max(c.sizes), dtype=np.int64)
+    coefs = np.zeros(np.max(c.sizes))
     for e in range(pixels.shape[0]):
-        rate_forward(c, WT, B, YT, pixels[e], labels[e], sm, sm.scratch, vb)
+        rate_forward(c, WT, B, YT, pixels[e], labels[e], sm, sm.scratch, vb, rows, coefs)
         sm.sbar_f[:] = sm.scratch
         sm.sbfb_f[:] = sm.scratch
         record_example(c, sm, labels[e], e, loss_out, loss_hidden, correct, ubar_f)
@@ -197,8 +226,10 @@ def test_rate(c, WT, B, YT, pixels, n_blocks, out_v, out_rates):
         hi = (blk + 1) * n_img // n_blocks
         sm = new_summary(c)
         vb = np.zeros(np.max(sizes))
+        rows = np.zeros(np.max(sizes), dtype=np.int64)
+        coefs = np.zeros(np.max(sizes))
         for e in range(lo, hi):
-            rate_forward(c, WT, B, YT, pixels[e], -1, sm, sm.scratch, vb)
+            rate_forward(c, WT, B, YT, pixels[e], -1, sm, sm.scratch, vb, rows, coefs)
             for i in range(sizes[top]):
                 out_v[e, i] = sm.vbar_f[noff[top] + i]
             if out_rates.shape[0] > 0:
