@@ -119,7 +119,8 @@ def add_rows(acc, M, rows, coefs, count):
     Four rows per pass over ``acc``: each element still gets the same products added one at
     a time in the same order (``((acc + p0) + p1) + ...``, a mul then an add each), but
     ``acc`` is loaded and stored once per four rows instead of once per row, which is what
-    bounds a row-at-a-time loop."""
+    bounds a row-at-a-time loop. (The spiking kernels' ``_numba_phase.add_rows`` fuses each
+    product into an fma instead; rate mode adds a rounded product, as it always has.)"""
     n = acc.size
     k = 0
     while k + 4 <= count:
