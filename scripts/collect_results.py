@@ -109,7 +109,7 @@ def main() -> None:
 
 def write_prefix_checks(exp_id: str, planned, results: Path, dest: Path) -> None:
     """Runs are deterministic, so a run of E epochs must repeat, to the last digit, the first E
-    epochs of any committed longer run with the same trajectory-determining config (e.g.
+    epochs of any committed run as long or longer with the same trajectory-determining config (e.g.
     sparse_amp's 20-epoch `regular` seed k and the 60-epoch depth `h1` seed k). Every such pair
     is compared column by column (all of metrics.csv but the wall-clock seconds) and written to
     DEST/determinism.csv; a difference is printed, since it would mean a run is not
@@ -117,8 +117,12 @@ def write_prefix_checks(exp_id: str, planned, results: Path, dest: Path) -> None
     rows = []
     for r in planned:
         mine = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
+        record = (r.run_dir / "run.json").read_text()
         for other, cfg in committed_twins(r, results):
-            if other.parts[-4] == exp_id or cfg.training.epochs <= r.config.training.epochs:
+            # a twin as long as this run counts too (tsne's seed 0 retrains depth's h2 seed 0);
+            # a copy of the twin itself (the same run record) proves nothing
+            if (other.parts[-4] == exp_id or cfg.training.epochs < r.config.training.epochs
+                    or (other / "run.json").read_text() == record):
                 continue
             theirs = list(csv.DictReader(open(other / "metrics.csv")))[:len(mine)]
             cols = [c for c in (mine[0] if mine else {}) if c != "seconds"]
