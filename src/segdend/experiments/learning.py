@@ -201,7 +201,7 @@ def analyse_jacobian(exp: Experiment, run_dirs: RunDirs) -> dict[str, Any]:
 
 JACOBIAN = Experiment(
     id="jacobian",
-    title="Theorem 1's condition: largest eigenvalue of (I - J)^T (I - J)",
+    title="Theorem 1's condition: largest eigenvalue of (I-J)ᵀ(I-J)",
     figure="Fig. 5, supplement 1",
     preset="paper-h1",
     conditions={"h1": []},
