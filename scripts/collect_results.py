@@ -82,8 +82,9 @@ def main() -> None:
         for r in planned:
             target = dest / "runs" / r.condition / r.run_dir.name
             target.mkdir(parents=True, exist_ok=True)
-            for name in ("metrics.csv", "config.json", "run.json"):
+            for name in ("metrics.csv", "run.json"):
                 shutil.copy2(r.run_dir / name, target / name)
+            copy_config(r.run_dir / "config.json", target / "config.json", args.data_dir)
             if (r.run_dir / "evaluations").is_dir():
                 shutil.copytree(r.run_dir / "evaluations", target / "evaluations",
                                 dirs_exist_ok=True)
@@ -105,6 +106,17 @@ def main() -> None:
     import compare_conditions
     compare_conditions.main_for(results)
     print(f"results/ updated for {', '.join(done)}")
+
+
+def copy_config(src: Path, dst: Path, data_dir: str) -> None:
+    """Copy a run's config.json, naming its data directory as given on the command line
+    (e.g. ../shared/data/mnist) where the run recorded an absolute path of this machine: the
+    data are not part of a run's fingerprint, and a committed record names no machine path."""
+    config = json.loads(src.read_text())
+    data = config.get("data", {})
+    if Path(str(data.get("data_dir", ""))).is_absolute():
+        data["data_dir"] = data_dir
+    dst.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def write_prefix_checks(exp_id: str, planned, results: Path, dest: Path) -> None:
