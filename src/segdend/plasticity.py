@@ -156,16 +156,22 @@ def apply_update(W, b, E, sbar_f, eta_P):
     b -= eta_P * E
 
 
+def squared_norm(d):
+    """``d . d`` (the Numba engine binds a loop summed in index order, see
+    ``_numba_prims.dot``)."""
+    return d @ d
+
+
 def output_loss(phibar_t, ubar_f, phi_max):
     """``L_out = ||phibar_t - phi_max sigmoid(Ubar_f)||^2`` (MODEL.md 5)."""
     d = phibar_t - phi_max * sigmoid(ubar_f)
-    return float(d @ d)
+    return float(squared_norm(d))
 
 
 def hidden_loss(alpha_t, alpha_f):
     """``L_hidden = ||alpha_t - alpha_f||^2`` (MODEL.md 5)."""
     d = alpha_t - alpha_f
-    return float(d @ d)
+    return float(squared_norm(d))
 
 
 def update_network(params, model: ModelDescription, fwd, tgt, burst_key=None):

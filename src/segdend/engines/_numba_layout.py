@@ -60,6 +60,10 @@ Summary = namedtuple("Summary", ["vbar_f", "sbar_f", "abar_f", "alpha_f", "sbfb_
 somata, filtered trains (by presynaptic layer), apical voltages, plateaus and feedback
 signals (by source layer); target-phase rates and plateaus."""
 
+RateWork = namedtuple("RateWork", ["vb", "rows", "coefs"])
+"""Scratch of a rate-mode example (MODEL.md 8), one layer at a time: dendritic sums ``vb``,
+and the nonzero presynaptic units ``rows`` with their rates ``coefs``."""
+
 
 # ---------------------------------------------------------------------------------------------
 # Allocation
@@ -109,6 +113,12 @@ def new_summary(c):
     return Summary(np.zeros(n_all), np.zeros(n_all), np.zeros(n_all), np.zeros(n_all),
                    np.zeros(n_all), np.zeros(n_all), np.zeros(n_all), np.zeros(n_all),
                    np.zeros(n_all))
+
+
+@numba.njit(**JIT_OPTIONS)
+def new_rate_work(c):
+    n_max = np.max(c.sizes)
+    return RateWork(np.zeros(n_max), np.zeros(n_max, dtype=np.int64), np.zeros(n_max))
 
 
 @cached_njit(**JIT_OPTIONS)

@@ -16,6 +16,7 @@ import numpy as np
 from segdend.engines import _numba_layout as layout
 from segdend.engines._numba_prims import (
     JIT_OPTIONS,
+    dot,
     feedback_error,
     hidden_error,
     hidden_error_propagated,
@@ -106,8 +107,8 @@ def apply_update(c, WT, B, net, m, E, sbar, coef, fix_rings):
         return
     r_l, r_s = net.ring_L[post:post + n_out], net.ring_s[post:post + n_out]
     if c.exact:
-        dot_l = np.dot(sbar_m, net.trace_L[pre:pre + n_in])
-        dot_s = np.dot(sbar_m, net.trace_s[pre:pre + n_in])
+        dot_l = dot(sbar_m, net.trace_L[pre:pre + n_in])
+        dot_s = dot(sbar_m, net.trace_s[pre:pre + n_in])
         for i in range(n_out):
             r_l[i] -= coef * dot_l * E[i]
             r_s[i] -= coef * dot_s * E[i]
@@ -117,13 +118,13 @@ def apply_update(c, WT, B, net, m, E, sbar, coef, fix_rings):
     sum_s = 0.0
     pow_l, pow_s = c.decay_L, c.decay_s
     for age in range(taps):
-        dot = np.dot(sbar_m, net.hist[(clock - 1 - age) % taps, pre:pre + n_in])
-        if dot != 0.0:
+        overlap = dot(sbar_m, net.hist[(clock - 1 - age) % taps, pre:pre + n_in])
+        if overlap != 0.0:
             r_k = net.ring[(clock - 1 - age) % n_ring, post:post + n_out]
             for i in range(n_out):
-                r_k[i] -= coef * dot * E[i]
-        sum_l += pow_l * dot
-        sum_s += pow_s * dot
+                r_k[i] -= coef * overlap * E[i]
+        sum_l += pow_l * overlap
+        sum_s += pow_s * overlap
         pow_l *= c.decay_L
         pow_s *= c.decay_s
     if c.recursive:
@@ -183,9 +184,9 @@ def update_network(c, WT, B, YT, KT, net, sm, fix_rings, angle_parts, burst_key)
                 for i in range(n):
                     y_j[i] -= c.eta_fb[m] * (e_inv[i] * f) * k_j[i]
         if angle_parts.shape[0] > 0:
-            angle_parts[m, 0] = np.dot(e, e_bp)
-            angle_parts[m, 1] = np.dot(e, e)
-            angle_parts[m, 2] = np.dot(e_bp, e_bp)
+            angle_parts[m, 0] = dot(e, e_bp)
+            angle_parts[m, 1] = dot(e, e)
+            angle_parts[m, 2] = dot(e_bp, e_bp)
         e_bp_above = e_bp
         e_above = e
 

@@ -276,17 +276,54 @@ def poisson_tail(rate, u, p):
 
 
 # ---------------------------------------------------------------------------------------------
+# Sums in a fixed order
+#
+# np.dot and ``@`` call the BLAS library, whose kernel is chosen for the CPU at run time
+# (OpenBLAS: SkylakeX on most AVX-512 machines, Haswell on AVX2 ones and on CPUs it does not
+# know yet), and each kernel sums in its own order. These loops sum in index order, one
+# rounded product at a time, so a run gives the same bits on every machine.
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def dot(a, b):
+    """``a . b`` of two 1-D arrays, summed in index order."""
+    s = 0.0
+    for i in range(a.size):
+        s += a[i] * b[i]
+    return s
+
+
+@numba.njit(**JIT_OPTIONS)
+def matvec(B, e):
+    """plasticity.matvec (``B @ e``), each row summed in index order (``B`` may be a
+    transposed view)."""
+    n, m = B.shape
+    out = np.empty(n)
+    for i in range(n):
+        s = 0.0
+        for j in range(m):
+            s += B[i, j] * e[j]
+        out[i] = s
+    return out
+
+
+@numba.njit(**JIT_OPTIONS)
+def squared_norm(d):
+    """plasticity.squared_norm (``d . d``), summed in index order."""
+    return dot(d, d)
+
+
+# ---------------------------------------------------------------------------------------------
 # Learning (plasticity.py)
 
-matvec = jit_from(plasticity.matvec)
 output_error = jit_from(plasticity.output_error, sigmoid=sigmoid, sigmoid_prime=sigmoid_prime)
 hidden_error_local = jit_from(plasticity.hidden_error_local, sigmoid_prime=sigmoid_prime)
 hidden_error_propagated = jit_from(plasticity.hidden_error_propagated,
                                    sigmoid_prime=sigmoid_prime, matvec=matvec)
 feedback_error = jit_from(plasticity.feedback_error, sigmoid=sigmoid,
                           sigmoid_prime=sigmoid_prime)
-output_loss = jit_from(plasticity.output_loss, sigmoid=sigmoid)
-hidden_loss = jit_from(plasticity.hidden_loss)
+output_loss = jit_from(plasticity.output_loss, sigmoid=sigmoid, squared_norm=squared_norm)
+hidden_loss = jit_from(plasticity.hidden_loss, squared_norm=squared_norm)
 
 
 @numba.njit(**JIT_OPTIONS)
@@ -363,7 +400,7 @@ def fb_transpose_matmul(WT, YT_up):
     out = np.empty((ns, n))
     for j in range(ns):
         for i in range(n):
-            out[j, i] = np.dot(WT[i], YT_up[j])
+            out[j, i] = dot(WT[i], YT_up[j])
     return out
 
 

@@ -11,16 +11,17 @@ over images), so Python is entered once per chunk. The pieces live by concept:
 from __future__ import annotations
 
 import numba
-import numpy as np
 from numba import prange
 
 from segdend.engines._numba_layout import (  # noqa: F401 - the engine's names for the layout
     Cfg,
     Net,
+    RateWork,
     Summary,
     Work,
     clear_net,
     new_net,
+    new_rate_work,
     new_summary,
     new_work,
     transpose_into,
@@ -112,7 +113,7 @@ def test_spiking(c, WT, B, YT, pixels, keys, T, nwin, n_blocks, out_v, out_rates
 
 
 @numba.njit(**JIT_OPTIONS)
-def add_rows(acc, M, rows, coefs, count):
+def add_scaled_rows(acc, M, rows, coefs, count):
     """``acc[i] += coefs[k] * M[rows[k], i]`` for ``k = 0 .. count-1`` in that order: the
     sum over presynaptic units of dynamics.dendrite (MODEL.md 3, 8), one row per unit.
 
@@ -120,7 +121,8 @@ def add_rows(acc, M, rows, coefs, count):
     a time in the same order (``((acc + p0) + p1) + ...``, a mul then an add each), but
     ``acc`` is loaded and stored once per four rows instead of once per row, which is what
     bounds a row-at-a-time loop. (The spiking kernels' ``_numba_phase.add_rows`` fuses each
-    product into an fma instead; rate mode adds a rounded product, as it always has.)"""
+    product into an fma instead, hence the two names: rate mode adds a rounded product, as it
+    always has.)"""
     n = acc.size
     k = 0
     while k + 4 <= count:
@@ -137,13 +139,13 @@ def add_rows(acc, M, rows, coefs, count):
 
 
 @numba.njit(**JIT_OPTIONS)
-def rate_forward(c, WT, B, YT, pixels, label, sm, rates, vb, rows, coefs):
+def rate_forward(c, WT, B, YT, pixels, label, sm, rates, rw):
     """ReferenceEngine.rate_phase for the forward phase and, when ``label >= 0``, the target
     phase (the hidden layers are the same in both). Fills ``sm.vbar_f``, ``sm.phibar_t``
     (output), plateaus; ``rates`` gets every layer's forward rates (= sbar_f and sbar_fb_f).
-    ``rows``, ``coefs``: scratch (int and float, ``max(sizes)``) for the nonzero presynaptic
-    units of a layer and their rates."""
+    ``rw``: the example's scratch (``_numba_layout.RateWork``)."""
     sizes, noff, woff = c.sizes, c.noff, c.woff
+    vb, rows, coefs = rw.vb, rw.rows, rw.coefs
     top = sizes.size - 1
     for j in range(sizes[0]):
         rates[j] = c.phi_max * pixels[j]
@@ -159,7 +161,7 @@ def rate_forward(c, WT, B, YT, pixels, label, sm, rates, vb, rows, coefs):
                 coefs[count] = r
                 count += 1
         w_l = WT[woff[l - 1]:woff[l]].reshape((n_pre, n))
-        add_rows(v_acc, w_l, rows, coefs, count)
+        add_scaled_rows(v_acc, w_l, rows, coefs, count)
         b_l, v_l, r_l = B[base:base + n], sm.vbar_f[base:base + n], rates[base:base + n]
         for i in range(n):
             vb[i] += b_l[i]
@@ -191,8 +193,8 @@ def rate_forward(c, WT, B, YT, pixels, label, sm, rates, vb, rows, coefs):
         y_l = YT[y0:y0 + ns * n].reshape((ns, n))
         for j in range(ns):
             rows[j] = j
-        add_rows(a_f, y_l, rows, rates[sb:sb + ns], ns)
-        add_rows(a_t, y_l, rows, sm.phibar_t[sb:sb + ns] if sb == tb else rates[sb:sb + ns],
+        add_scaled_rows(a_f, y_l, rows, rates[sb:sb + ns], ns)
+        add_scaled_rows(a_t, y_l, rows, sm.phibar_t[sb:sb + ns] if sb == tb else rates[sb:sb + ns],
                  ns)
         sm.alpha_f[base:base + n] = plateau(sm.abar_f[base:base + n])
         sm.alpha_t[base:base + n] = plateau(sm.abar_t[base:base + n])
@@ -204,11 +206,9 @@ def train_rate(c, WT, B, YT, KT, pixels, labels, noise_keys, burst_keys, loss_ou
     """ReferenceEngine.train in rate mode, for a chunk of examples in order."""
     sm = new_summary(c)
     net = new_net(c)  # unused: rate mode has no ring to correct
-    vb = np.zeros(np.max(c.sizes))
-    rows = np.zeros(np.max(c.sizes), dtype=np.int64)
-    coefs = np.zeros(np.max(c.sizes))
+    rw = new_rate_work(c)
     for e in range(pixels.shape[0]):
-        rate_forward(c, WT, B, YT, pixels[e], labels[e], sm, sm.scratch, vb, rows, coefs)
+        rate_forward(c, WT, B, YT, pixels[e], labels[e], sm, sm.scratch, rw)
         sm.sbar_f[:] = sm.scratch
         sm.sbfb_f[:] = sm.scratch
         record_example(c, sm, labels[e], e, loss_out, loss_hidden, correct, ubar_f)
@@ -226,11 +226,9 @@ def test_rate(c, WT, B, YT, pixels, n_blocks, out_v, out_rates):
         lo = blk * n_img // n_blocks
         hi = (blk + 1) * n_img // n_blocks
         sm = new_summary(c)
-        vb = np.zeros(np.max(sizes))
-        rows = np.zeros(np.max(sizes), dtype=np.int64)
-        coefs = np.zeros(np.max(sizes))
+        rw = new_rate_work(c)
         for e in range(lo, hi):
-            rate_forward(c, WT, B, YT, pixels[e], -1, sm, sm.scratch, vb, rows, coefs)
+            rate_forward(c, WT, B, YT, pixels[e], -1, sm, sm.scratch, rw)
             for i in range(sizes[top]):
                 out_v[e, i] = sm.vbar_f[noff[top] + i]
             if out_rates.shape[0] > 0:

@@ -25,6 +25,7 @@ from segdend import plasticity
 from segdend.config import RunConfig
 from segdend.engines import _numba_learn as learn
 from segdend.engines import _numba_sim as sim
+from segdend.engines._numba_phase import filtered_now
 from segdend.engines._numba_prims import feedback_index, rule_index
 from segdend.engines.base import State, TestResult, TrainBatch, TrainResult
 from segdend.engines.limits import numba_unsupported_reason as unsupported_reason
@@ -138,9 +139,11 @@ class NumbaEngine:
                 layer.trace_s = _put(layer.trace_s, net.trace_s[sl])
                 layer.s = _put(layer.s, net.s[sl])
             else:
-                history = net.hist[rows, sl]
-                layer.history = _put(layer.history, history)
-                layer.s = _put(layer.s, dyn.filtered_spikes(c.kappa, history))
+                layer.history = _put(layer.history, net.hist[rows, sl])
+                # the kernel's own tap-ordered sum (NumPy's ``kappa @ history`` would go
+                # through BLAS, whose summation order depends on the CPU)
+                filtered_now(cfg, net, rows, l)
+                layer.s = _put(layer.s, net.s[sl])
 
     # -- the contract -------------------------------------------------------------------------
 
