@@ -17,6 +17,7 @@ from segdend.engines import _numba_layout as layout
 from segdend.engines._numba_prims import (
     JIT_OPTIONS,
     dot,
+    dot_sparse,
     feedback_error,
     hidden_error,
     hidden_error_propagated,
@@ -118,7 +119,7 @@ def apply_update(c, WT, B, net, m, E, sbar, coef, fix_rings):
     sum_s = 0.0
     pow_l, pow_s = c.decay_L, c.decay_s
     for age in range(taps):
-        overlap = dot(sbar_m, net.hist[(clock - 1 - age) % taps, pre:pre + n_in])
+        overlap = dot_sparse(sbar_m, net.hist[(clock - 1 - age) % taps, pre:pre + n_in])
         if overlap != 0.0:
             r_k = net.ring[(clock - 1 - age) % n_ring, post:post + n_out]
             for i in range(n_out):

@@ -293,6 +293,18 @@ def dot(a, b):
     return s
 
 
+@numba.njit(inline="always", **JIT_OPTIONS)
+def dot_sparse(a, counts):
+    """``a . counts`` for spike counts ``counts`` (mostly zero), summed in index order over
+    the nonzero counts: the value of :func:`dot` (a zero term leaves the sum as it is), at the
+    cost of a scan instead of a chain of dependent adds."""
+    s = 0.0
+    for i in range(a.size):
+        if counts[i] != 0.0:
+            s += a[i] * counts[i]
+    return s
+
+
 @numba.njit(**JIT_OPTIONS)
 def matvec(B, e):
     """plasticity.matvec (``B @ e``), each row summed in index order (``B`` may be a
