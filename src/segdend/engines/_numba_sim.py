@@ -194,8 +194,8 @@ def rate_forward(c, WT, B, YT, pixels, label, sm, rates, rw):
         for j in range(ns):
             rows[j] = j
         add_scaled_rows(a_f, y_l, rows, rates[sb:sb + ns], ns)
-        add_scaled_rows(a_t, y_l, rows, sm.phibar_t[sb:sb + ns] if sb == tb else rates[sb:sb + ns],
-                 ns)
+        add_scaled_rows(a_t, y_l, rows,
+                        sm.phibar_t[sb:sb + ns] if sb == tb else rates[sb:sb + ns], ns)
         sm.alpha_f[base:base + n] = plateau(sm.abar_f[base:base + n])
         sm.alpha_t[base:base + n] = plateau(sm.abar_t[base:base + n])
 
