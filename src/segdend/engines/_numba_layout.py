@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 from segdend.engines._numba_prims import JIT_OPTIONS, cached_njit
+from segdend.rng import GAMMA
 
 Cfg = namedtuple("Cfg", [
     "sizes", "noff", "woff", "yoff", "src", "is_source",
@@ -46,13 +47,16 @@ Net = namedtuple("Net", ["v", "phi", "s", "trace_L", "trace_s", "hist", "ring", 
 
 Work = namedtuple("Work", ["vb", "va", "u", "p0", "phc", "cand", "spk", "cnt", "ridx",
                            "didx", "vacc", "phacc", "sacc", "fbacc", "wstart", "wend", "delays",
-                           "nz", "x_rate", "x_p0", "x_gamma", "nnz"])
+                           "nz", "x_rate", "x_p0", "x_gamma", "nnz", "unit_gamma"])
 """Scratch buffers of a step (one layer at a time: basal voltage ``vb``, apical ``va``,
 uniforms ``u``, spike candidates ``cand`` with their ``p0 = exp(-phi)``
 and rates ``phc``, spikes ``spk`` with counts ``cnt``), the ring rows of the current step
 (``ridx``, ``didx``), the window sums of one phase (``vacc``, ``phacc``, ``sacc``, ``fbacc``
 over the windows ``wstart..wend``), plateau ``delays``, and the input of the example: its
-``nnz`` nonzero pixels ``nz`` with their rates, ``exp(-rate)`` and ``nz * GAMMA``."""
+``nnz`` nonzero pixels ``nz`` with their rates, ``exp(-rate)`` and ``nz * GAMMA``;
+``unit_gamma[i] = i * GAMMA``, the offset of unit i's draw from its layer's Weyl origin
+(``_numba_prims.stream_origin``), a table because AVX2 has no 64-bit vector multiply: the
+three 32-bit multiplies that emulate it made a third of a draw's cost there."""
 
 Summary = namedtuple("Summary", ["vbar_f", "sbar_f", "abar_f", "alpha_f", "sbfb_f",
                                  "phibar_t", "abar_t", "alpha_t", "scratch"])
@@ -104,7 +108,8 @@ def new_work(c):
                 np.zeros(n_all), np.zeros(n_all), np.zeros(n_all), np.zeros((n_windows, n_all)),
                 np.zeros(n_windows, dtype=np.int64), np.zeros(n_windows, dtype=np.int64),
                 np.zeros(n_all, dtype=np.int64), np.zeros(n0, dtype=np.int64), np.zeros(n0),
-                np.zeros(n0), np.zeros(n0, dtype=np.uint64), np.zeros(1, dtype=np.int64))
+                np.zeros(n0), np.zeros(n0, dtype=np.uint64), np.zeros(1, dtype=np.int64),
+                np.arange(n_max).astype(np.uint64) * GAMMA)
 
 
 @numba.njit(**JIT_OPTIONS)

@@ -37,6 +37,8 @@ described in :mod:`segdend.engines._numba_layout`.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numba
 import numpy as np
 
@@ -54,6 +56,35 @@ from segdend.engines._numba_prims import (
     uniform_at,
 )
 from segdend.rng import GAMMA
+
+# ---------------------------------------------------------------------------------------------
+# What a phase is asked for
+
+PhasePlan = namedtuple("PhasePlan", ["phase", "T", "first", "nwin", "label", "sum_v",
+                                     "sum_phi", "sum_s", "sum_fb"])
+"""One call of :func:`run_phase`: phase index ``phase`` (0 forward, 1 target: it selects the
+phase's spike draws) of ``T`` steps, the target phase (teaching conductances towards
+``label``) when ``label >= 0``, and the window sums to keep over steps ``first ..
+first+nwin-1``: always the output layer's somatic voltages (``wk.vacc``) and rates
+(``wk.phacc``); the hidden layers' too with ``sum_v`` and ``sum_phi`` (without ``sum_phi``
+the hidden layers' ``net.phi`` is only up to date at the phase's end); with ``sum_s`` those
+of the filtered trains of every presynaptic layer (``wk.sacc``); with ``sum_fb`` those of
+the apical feedback signals (by source layer, ``wk.fbacc[0]``) and, for random plateau
+times, over each delay's plateau window (``wk.fbacc[1 + delay]``)."""
+
+
+@numba.njit(**JIT_OPTIONS)
+def forward_plan(phase, T, first, nwin, sum_v, sum_phi, sum_s, sum_fb):
+    """The plan of a phase without teaching current (the forward phase, or a test)."""
+    return PhasePlan(phase, T, first, nwin, -1, sum_v, sum_phi, sum_s, sum_fb)
+
+
+@numba.njit(**JIT_OPTIONS)
+def target_plan(T, first, nwin, label, sum_fb):
+    """The plan of a target phase (MODEL.md 4): teaching conductances towards ``label``; only
+    the output layer's window sums and, when asked, the feedback signals'."""
+    return PhasePlan(1, T, first, nwin, label, False, False, False, sum_fb)
+
 
 # ---------------------------------------------------------------------------------------------
 # Pieces of a step
@@ -280,25 +311,19 @@ def add_feedback_signals(c, net, wk, t):
 
 
 @numba.njit(**JIT_OPTIONS)
-def run_phase(c, WT, B, YT, net, wk, key, phase, T, first, nwin, label, sum_v, sum_phi, sum_s,
-              sum_fb):
-    """Simulate one phase of ``T`` steps (MODEL.md 3; the target phase when ``label >= 0``).
-
-    Leaves in ``wk`` the window sums over steps ``first .. first+nwin-1`` of the output
-    layer's somatic voltages (``vacc``) and rates (``phacc``), and of the hidden layers' with
-    ``sum_v`` and ``sum_phi`` (without ``sum_phi`` the hidden layers' ``net.phi`` is only
-    up to date at the phase's end); with ``sum_s`` those of the filtered trains of every
-    presynaptic layer (``sacc``); with ``sum_fb`` those of the apical feedback signals (by
-    source layer, ``fbacc[0]``) and, for random plateau times, over each delay's plateau
-    window (``fbacc[1 + delay]``).
-    """
+def run_phase(c, WT, B, YT, net, wk, key, plan):
+    """Simulate one phase as ``plan`` (a :class:`PhasePlan`) says (MODEL.md 3), from the
+    state in ``net``, with the weights ``WT``, ``B``, ``YT`` and the example's stream ``key``;
+    leaves the window sums the plan asks for in ``wk``."""
+    phase, T, first, nwin, label = plan.phase, plan.T, plan.first, plan.nwin, plan.label
+    sum_v, sum_phi, sum_s, sum_fb = plan.sum_v, plan.sum_phi, plan.sum_s, plan.sum_fb
     sizes, noff, woff, kappa = c.sizes, c.noff, c.woff, c.kappa
     top = sizes.size - 1
     taps = c.taps
     n_ring = net.ring.shape[0]
     v, phi, s, hist, ring = net.v, net.phi, net.s, net.hist, net.ring
     vb, va, uu, p0s, phc, ridx, didx = wk.vb, wk.va, wk.u, wk.p0, wk.phc, wk.ridx, wk.didx
-    cand, spk, cnts = wk.cand, wk.spk, wk.cnt
+    cand, spk, cnts, unit_gamma = wk.cand, wk.spk, wk.cnt, wk.unit_gamma
     vacc, phacc, sacc, fbacc = wk.vacc, wk.phacc, wk.sacc, wk.fbacc
     gA_on = not c.segregated
     vacc[:] = 0.0
@@ -385,7 +410,7 @@ def run_phase(c, WT, B, YT, net, wk, key, phase, T, first, nwin, label, sum_v, s
                 origin = stream_origin(key, phase, t, l)
                 for i in range(n):
                     v_l[i] = hidden_soma_step(v_l[i], vb[i], va[i], g_L, g_B, g_A, dt)
-                    uu[i] = uniform_at(origin + np.uint64(i) * GAMMA)
+                    uu[i] = uniform_at(origin + unit_gamma[i])
                 # Every unit's rate is needed for window sums, as a feedback signal and in the
                 # state at the phase's end; otherwise only the spike candidates' (below).
                 if (sum_phi and in_win) or (c.fb_rates and c.is_source[l]) or t == T - 1:
@@ -402,7 +427,7 @@ def run_phase(c, WT, B, YT, net, wk, key, phase, T, first, nwin, label, sum_v, s
                     vi = output_soma_step(v_l[i], vb[i], current, g_L, g_D, dt)
                     v_l[i] = vi
                     phi_l[i] = rate_fast(vi, c.phi_max)
-                    uu[i] = uniform_at(origin + np.uint64(i) * GAMMA)
+                    uu[i] = uniform_at(origin + unit_gamma[i])
 
             # Spikes (dynamics.poisson_from_uniform): a unit whose uniform is under
             # exp(-phi_max) <= exp(-phi) does not spike; phi and exp(-phi) of the others.

@@ -33,7 +33,13 @@ from segdend.engines._numba_learn import (
     set_plateau_delays,
     update_network,
 )
-from segdend.engines._numba_phase import rebuild_rings, run_phase, set_input
+from segdend.engines._numba_phase import (
+    forward_plan,
+    rebuild_rings,
+    run_phase,
+    set_input,
+    target_plan,
+)
 from segdend.engines._numba_prims import (
     JIT_OPTIONS,
     cached_njit,
@@ -62,8 +68,11 @@ def train_spiking(c, WT, B, YT, KT, net, pixels, labels, lengths, windows, keys,
             first, nwin = windows[e, p, 0], windows[e, p, 1]
             if c.random_plateau:
                 set_plateau_delays(c, plateau_keys[e], p, wk.delays)
-            run_phase(c, WT, B, YT, net, wk, keys[e], p, lengths[e, p], first, nwin,
-                      -1 if p == 0 else labels[e], p == 0, False, p == 0, top > 1)
+            if p == 0:
+                plan = forward_plan(0, lengths[e, 0], first, nwin, True, False, True, top > 1)
+            else:
+                plan = target_plan(lengths[e, 1], first, nwin, labels[e], top > 1)
+            run_phase(c, WT, B, YT, net, wk, keys[e], plan)
             if p == 0:
                 for j in range(c.noff[1], n_all):
                     sm.vbar_f[j] = wk.vacc[j] / nwin
@@ -99,8 +108,8 @@ def test_spiking(c, WT, B, YT, pixels, keys, T, nwin, n_blocks, out_v, out_rates
         for e in range(lo, hi):
             clear_net(net)
             set_input(c, pixels[e], wk, net)
-            run_phase(c, WT, B, YT, net, wk, keys[e], 0, T, T - nwin, nwin, -1, False, hidden,
-                      False, False)
+            run_phase(c, WT, B, YT, net, wk, keys[e],
+                      forward_plan(0, T, T - nwin, nwin, False, hidden, False, False))
             for i in range(sizes[top]):
                 out_v[e, i] = wk.vacc[noff[top] + i] / nwin
             if hidden:
