@@ -55,7 +55,6 @@ from segdend.engines._numba_prims import (
     teaching_current,
     uniform_at,
 )
-from segdend.rng import GAMMA
 
 # ---------------------------------------------------------------------------------------------
 # What a phase is asked for
@@ -74,9 +73,9 @@ times, over each delay's plateau window (``wk.fbacc[1 + delay]``)."""
 
 
 @numba.njit(**JIT_OPTIONS)
-def forward_plan(phase, T, first, nwin, sum_v, sum_phi, sum_s, sum_fb):
-    """The plan of a phase without teaching current (the forward phase, or a test)."""
-    return PhasePlan(phase, T, first, nwin, -1, sum_v, sum_phi, sum_s, sum_fb)
+def forward_plan(T, first, nwin, sum_v, sum_phi, sum_s, sum_fb):
+    """The plan of a forward phase (phase 0, no teaching current; also a test's)."""
+    return PhasePlan(0, T, first, nwin, -1, sum_v, sum_phi, sum_s, sum_fb)
 
 
 @numba.njit(**JIT_OPTIONS)
@@ -102,7 +101,7 @@ def set_input(c, pixels, wk, net):
             wk.nz[nnz] = j
             wk.x_rate[nnz] = r
             wk.x_p0[nnz] = np.exp(-r)
-            wk.x_gamma[nnz] = np.uint64(j) * GAMMA
+            wk.x_gamma[nnz] = wk.unit_gamma[j]  # its draw's offset, packed with the others
             nnz += 1
     wk.nnz[0] = nnz
 

@@ -69,7 +69,7 @@ def train_spiking(c, WT, B, YT, KT, net, pixels, labels, lengths, windows, keys,
             if c.random_plateau:
                 set_plateau_delays(c, plateau_keys[e], p, wk.delays)
             if p == 0:
-                plan = forward_plan(0, lengths[e, 0], first, nwin, True, False, True, top > 1)
+                plan = forward_plan(lengths[e, 0], first, nwin, True, False, True, top > 1)
             else:
                 plan = target_plan(lengths[e, 1], first, nwin, labels[e], top > 1)
             run_phase(c, WT, B, YT, net, wk, keys[e], plan)
@@ -109,7 +109,7 @@ def test_spiking(c, WT, B, YT, pixels, keys, T, nwin, n_blocks, out_v, out_rates
             clear_net(net)
             set_input(c, pixels[e], wk, net)
             run_phase(c, WT, B, YT, net, wk, keys[e],
-                      forward_plan(0, T, T - nwin, nwin, False, hidden, False, False))
+                      forward_plan(T, T - nwin, nwin, False, hidden, False, False))
             for i in range(sizes[top]):
                 out_v[e, i] = wk.vacc[noff[top] + i] / nwin
             if hidden:
