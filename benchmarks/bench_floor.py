@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_engines import PublishedStyleBaseline, load_digits, make_batch, timed  # noqa: E402
 
 from segdend.config import config_from_dict  # noqa: E402
+from segdend.dynamics import Constants  # noqa: E402
 from segdend.engines._numba_phase import add_rows  # noqa: E402
 from segdend.engines._numba_prims import (  # noqa: E402
     JIT_OPTIONS,
@@ -64,7 +65,6 @@ from segdend.network import initialise  # noqa: E402
 from segdend.rng import GAMMA  # noqa: E402
 
 N_IN, N_HID = 784, 500
-PHI_MAX = 0.2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,23 +95,23 @@ def draws(key, n_steps, gammas, uu):
 
 
 @numba.njit(**JIT_OPTIONS)
-def soma(n_steps, v, vb, va):
+def soma(n_steps, v, vb, va, g_L, g_B, g_A, dt):
     for _ in range(n_steps):
         for i in range(v.size):
-            v[i] = hidden_soma_step(v[i], vb[i], va[i], 0.1, 0.6, 0.0, 1.0)
+            v[i] = hidden_soma_step(v[i], vb[i], va[i], g_L, g_B, g_A, dt)
     return v[0]
 
 
 @numba.njit(**JIT_OPTIONS)
-def candidate_rates(n_steps, v, n_cand, phc, p0s):
+def candidate_rates(n_steps, v, n_cand, phc, p0s, phi_max):
     for _ in range(n_steps):
         for q in range(n_cand):
-            phc[q] = rate_fast(v[q], PHI_MAX)
+            phc[q] = rate_fast(v[q], phi_max)
             p0s[q] = fast_exp(-phc[q])
     return p0s[0]
 
 
-def input_spikes(images, n_steps, seed=0):
+def input_spikes(images, n_steps, phi_max, seed=0):
     """Spike lists of ``n_steps`` steps, a new digit every 100 steps: Poisson counts at
     ``phi_max * pixel`` (statistics only: numpy's generator, not the engine's stream)."""
     gen = np.random.default_rng(seed)
@@ -121,7 +121,7 @@ def input_spikes(images, n_steps, seed=0):
     nnz = []
     for t in range(n_steps):
         pixels = images[(t // 100) % len(images)] / 255.0
-        c = gen.poisson(PHI_MAX * pixels)
+        c = gen.poisson(phi_max * pixels)
         idx = np.flatnonzero(c)
         spikes[t, :idx.size], counts[t, :idx.size], n_spikes[t] = idx, c[idx], idx.size
         nnz.append(np.count_nonzero(pixels))
@@ -138,8 +138,8 @@ def best_of(fn, repeats=5):
     return best
 
 
-def floor_per_step(WT, spikes, counts, n_spikes, nnz):
-    """Microseconds per step of each piece, alone."""
+def floor_per_step(WT, spikes, counts, n_spikes, nnz, k):
+    """Microseconds per step of each piece, alone (``k``: the model's ``dynamics.Constants``)."""
     n = n_spikes.size
     out = np.zeros(N_HID)
     gen = np.random.default_rng(1)
@@ -147,16 +147,16 @@ def floor_per_step(WT, spikes, counts, n_spikes, nnz):
     gammas = np.arange(n_draws).astype(np.uint64) * GAMMA
     uu = np.zeros(n_draws)
     v, vb, va = gen.normal(size=N_HID), gen.normal(size=N_HID), np.zeros(N_HID)
-    n_cand = int(round((1.0 - np.exp(-PHI_MAX)) * N_HID))
+    n_cand = int(round((1.0 - np.exp(-k.phi_max)) * N_HID))
     phc, p0s = np.zeros(N_HID), np.zeros(N_HID)
     key = np.uint64(12345)
     pieces = {
         f"input drive ({n_spikes.mean():.1f} rows of W[0].T per step)":
             lambda: drive(WT, spikes, counts, n_spikes, out),
         f"uniforms ({n_draws} per step)": lambda: draws(key, n, gammas, uu),
-        f"hidden soma ({N_HID})": lambda: soma(n, v, vb, va),
+        f"hidden soma ({N_HID})": lambda: soma(n, v, vb, va, k.g_L, k.g_B, k.g_A, k.dt),
         f"rate and exp(-rate) of {n_cand} candidates":
-            lambda: candidate_rates(n, v, n_cand, phc, p0s),
+            lambda: candidate_rates(n, v, n_cand, phc, p0s, k.phi_max),
     }
     return {name: 1e6 * best_of(fn) / n for name, fn in pieces.items()}
 
@@ -202,11 +202,14 @@ def barrier(counter, n_threads, generation):
 
 
 @numba.njit(**JIT_OPTIONS)  # (JIT_OPTIONS releases the GIL)
-def half_step_loop(WT, spikes, counts, n_spikes, lo, hi, key, out, uu, v, counter, n_threads):
+def half_step_loop(WT, spikes, counts, n_spikes, lo, hi, key, gammas, soma_k, out, uu, v,
+                   counter, n_threads):
     """Steps over the hidden units lo..hi-1: their part of the drive (four rows per pass,
-    fused multiply-adds, as ``add_rows``), their uniforms and soma, then two barriers."""
+    fused multiply-adds, as ``add_rows``), their uniforms (from the engine's table of per-unit
+    offsets) and soma (``soma_k = (g_L, g_B, g_A, dt)``), then two barriers."""
     n = hi - lo
-    o, u_l, v_l = out[lo:hi], uu[lo:hi], v[lo:hi]
+    g_L, g_B, g_A, dt = soma_k
+    o, u_l, v_l, gam = out[lo:hi], uu[lo:hi], v[lo:hi], gammas[lo:hi]
     generation = 0
     for t in range(n_spikes.size):
         o[:] = 0.0
@@ -227,8 +230,8 @@ def half_step_loop(WT, spikes, counts, n_spikes, lo, hi, key, out, uu, v, counte
             q += 1
         origin = stream_origin(key, 0, t, 1)
         for i in range(n):
-            v_l[i] = hidden_soma_step(v_l[i], o[i], 0.0, 0.1, 0.6, 0.0, 1.0)
-            u_l[i] = uniform_at(origin + np.uint64(lo + i) * GAMMA)
+            v_l[i] = hidden_soma_step(v_l[i], o[i], 0.0, g_L, g_B, g_A, dt)
+            u_l[i] = uniform_at(origin + gam[i])
         if n_threads > 1:
             generation += 1
             barrier(counter, n_threads, generation)  # hidden spikes complete
@@ -237,17 +240,20 @@ def half_step_loop(WT, spikes, counts, n_spikes, lo, hi, key, out, uu, v, counte
     return generation
 
 
-def split_step(WT, spikes, counts, n_spikes, repeats=5):
+def split_step(WT, spikes, counts, n_spikes, k, repeats=5):
     """Microseconds per step on one thread, on two, and of the two barriers alone (medians)."""
     n = n_spikes.size
     key = np.uint64(7)
+    gammas = np.arange(N_HID).astype(np.uint64) * GAMMA
+    soma_k = (k.g_L, k.g_B, k.g_A, k.dt)
     out, uu, v = np.zeros(N_HID), np.zeros(N_HID), np.zeros(N_HID)
     no_spikes = np.zeros(n, dtype=np.int64)
 
     def run(parts, spike_counts):
         counter = np.zeros(8, dtype=np.int64)
         threads = [threading.Thread(target=half_step_loop, args=(
-            WT, spikes, counts, spike_counts, lo, hi, key, out, uu, v, counter, len(parts)))
+            WT, spikes, counts, spike_counts, lo, hi, key, gammas, soma_k, out, uu, v, counter,
+            len(parts)))
             for lo, hi in parts]
         t = time.perf_counter()
         for th in threads:
@@ -285,8 +291,9 @@ def main() -> None:
     config = config_from_dict({"model": {"layers": [N_HID, 10]},
                                "training": {"eta": [0.21, 0.21]}})
     WT = np.ascontiguousarray(initialise(config.model, seed=0).W[0].T)
-    spikes, counts, n_spikes, nnz = input_spikes(train_x[:200], args.steps)
-    pieces = floor_per_step(WT.ravel(), spikes, counts, n_spikes, nnz)
+    k = Constants.from_config(config.model)
+    spikes, counts, n_spikes, nnz = input_spikes(train_x[:200], args.steps, k.phi_max)
+    pieces = floor_per_step(WT.ravel(), spikes, counts, n_spikes, nnz, k)
     print(f"\nPart 1: pieces of a step, each alone ({args.steps} steps, {nnz:.0f} nonzero pixels "
           "per digit)")
     for name, us in pieces.items():
@@ -315,7 +322,7 @@ def main() -> None:
 
     print("\nPart 2: the drive, draws and soma of a step split over two threads "
           "(two barriers per step)")
-    split = split_step(WT, spikes, counts, n_spikes)
+    split = split_step(WT, spikes, counts, n_spikes, k)
     for name, times in split.items():
         print(f"  {name:30s} median {np.median(times):6.3f} us/step "
               f"(range {times[0]:.3f}-{times[-1]:.3f})")
